@@ -1,0 +1,1 @@
+//! Adj-RIB-In, Loc-RIB and Adj-RIB-Out (to be written).

@@ -1,0 +1,1 @@
+//! The tokio layer and public handle (to be written).

@@ -1,0 +1,5 @@
+//! The `underroute` binary.
+
+fn main() {
+    println!("underroute");
+}
