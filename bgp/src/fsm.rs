@@ -1,1 +1,0 @@
-//! The RFC 4271 section 8 session state machine (to be written).
