@@ -1253,3 +1253,100 @@ fn config_with_reserved_values_is_rejected() {
     c.connect_retry = Duration::ZERO;
     assert_eq!(c.validate(), Err(ConfigError::ConnectRetry));
 }
+
+// ---- Invariants over arbitrary event sequences ---------------------------------------------
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        let messages = prop_oneof![
+            Just(Message::Keepalive),
+            Just(update()),
+            Just(route_refresh()),
+            Just(Message::Notification(notification(6, 2))),
+            Just(Message::Open(peer_open())),
+            // An OPEN that fails a check.
+            Just(Message::Open(Open {
+                hold_time: 1,
+                ..peer_open()
+            })),
+            // An OPEN that negotiates a zero hold time.
+            Just(Message::Open(Open {
+                hold_time: 0,
+                ..peer_open()
+            })),
+        ];
+        prop_oneof![
+            Just(Event::ManualStart),
+            Just(Event::ManualStop),
+            Just(Event::ConnectRetryTimerExpires),
+            Just(Event::HoldTimerExpires),
+            Just(Event::KeepaliveTimerExpires),
+            Just(Event::TcpConnected),
+            Just(Event::TcpFailed),
+            Just(Event::DecodeError(notification(1, 2))),
+            Just(Event::CollisionLost),
+            messages.prop_map(Event::Message),
+        ]
+    }
+
+    proptest! {
+        // The caller mirrors the FSM's timers and session from the actions alone; any event
+        // sequence must keep that mirror truthful (RFC 4271 8.2.2: leaving a state stops
+        // the timers that belong to it).
+        #[test]
+        fn actions_keep_the_callers_view_consistent(
+            passive in any::<bool>(),
+            events in proptest::collection::vec(any_event(), 0..40),
+        ) {
+            let mut c = cfg();
+            c.passive = passive;
+            let mut fsm = Fsm::new(c);
+            let mut mirror = TimerMirror::default();
+            let mut up = false;
+            for event in events {
+                if let Some(t) = super::super::timer_of(&event) {
+                    mirror.fire(t);
+                }
+                let before = fsm.state();
+                let actions = fsm.handle(event);
+                mirror.apply(&actions);
+                let after = fsm.state();
+                for action in &actions {
+                    match action {
+                        Action::Connect => prop_assert!(!passive),
+                        Action::Established(_) => {
+                            prop_assert_eq!(before, State::OpenConfirm);
+                            prop_assert_eq!(after, State::Established);
+                            up = true;
+                        }
+                        Action::Deliver(_) => prop_assert_eq!(after, State::Established),
+                        Action::Send(Message::Open(_)) => prop_assert_eq!(after, State::OpenSent),
+                        Action::Down(_) => up = false,
+                        _ => {}
+                    }
+                }
+                prop_assert_eq!(up, after == State::Established);
+                prop_assert_eq!(fsm.negotiated().is_some(), after == State::Established);
+                // Liveness: every state but Idle has a timer that will move it on, so a silent
+                // peer or a lost connect can never leave the session stuck.
+                let running = |t: Timer| mirror.0.contains(&t);
+                let hold = fsm.session.as_ref().map_or(0, |s| s.hold_time);
+                match after {
+                    State::Idle => {
+                        prop_assert!(mirror.0.is_empty(), "timers left running: {:?}", mirror.0)
+                    }
+                    State::Connect | State::Active => prop_assert!(running(Timer::ConnectRetry)),
+                    State::OpenSent => prop_assert!(running(Timer::Hold)),
+                    State::OpenConfirm | State::Established => {
+                        prop_assert_eq!(running(Timer::Hold), hold != 0);
+                        prop_assert_eq!(running(Timer::Keepalive), hold != 0);
+                    }
+                }
+            }
+        }
+    }
+}
