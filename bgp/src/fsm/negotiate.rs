@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use crate::types::{Asn, Family, RouterId, AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
+use crate::types::{Asn, Family, AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
 use crate::wire::capability::{Capability, GracefulRestartCap};
 use crate::wire::error::{code, open, NotificationError};
 use crate::wire::message::Open;
@@ -153,7 +153,7 @@ pub(super) fn local_open(cfg: &FsmConfig, hold_time: u16) -> Open {
         version: BGP_VERSION,
         my_as: two_octet_as(cfg.local_asn),
         hold_time,
-        router_id: RouterId(cfg.router_id.0),
+        router_id: cfg.router_id,
         capabilities: cfg.capabilities.clone(),
     }
 }
