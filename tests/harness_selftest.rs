@@ -1,0 +1,197 @@
+//! Checks the namespace harness itself against two independent implementations: gobgpd and BIRD
+//! peer over a veth, and a route originated on gobgpd reaches BIRD with its attributes.
+//! If these fail, interop failures of our own speaker mean nothing.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use support::{
+    link_pair, wait_until, Addrs, Bird, BirdConfig, BirdNeighbor, Family, GobgpConfig,
+    GobgpNeighbor, Gobgpd, Netns, RouteAttrs,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("IP literal in test")
+}
+
+/// gobgpd (AS 65001) in one namespace, BIRD (AS 65002) in another, one eBGP session per
+/// family over the veth (IPv4 session for ipv4-unicast, IPv6 session for ipv6-unicast).
+struct Pair {
+    // Field order is drop order: daemons first, then the namespaces they run in.
+    gobgp: Gobgpd,
+    bird: Bird,
+    _ns_g: Netns,
+    _ns_b: Netns,
+}
+
+fn ebgp_pair(tag: &str, password: Option<&str>) -> Pair {
+    let ns_g = Netns::new(&format!("{tag}g")).expect("namespace for gobgpd");
+    let ns_b = Netns::new(&format!("{tag}b")).expect("namespace for bird");
+    link_pair(
+        &ns_g,
+        &ns_b,
+        Addrs::new("10.0.0.1", "fd00::1"),
+        Addrs::new("10.0.0.2", "fd00::2"),
+    )
+    .expect("veth between the namespaces");
+    let password = password.map(str::to_string);
+    let gobgp = Gobgpd::start(
+        &ns_g,
+        GobgpConfig {
+            router_id: "10.0.0.1".parse().expect("literal"),
+            asn: 65001,
+            neighbors: vec![
+                GobgpNeighbor {
+                    address: ip("10.0.0.2"),
+                    asn: 65002,
+                    password: password.clone(),
+                    families: vec![Family::Ipv4],
+                    ..Default::default()
+                },
+                GobgpNeighbor {
+                    address: ip("fd00::2"),
+                    asn: 65002,
+                    password: password.clone(),
+                    families: vec![Family::Ipv6],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        },
+    )
+    .expect("start gobgpd");
+    let bird = Bird::start(
+        &ns_b,
+        BirdConfig {
+            router_id: "10.0.0.2".parse().expect("literal"),
+            asn: 65002,
+            neighbors: vec![
+                BirdNeighbor {
+                    address: ip("10.0.0.1"),
+                    asn: 65001,
+                    password: password.clone(),
+                    families: vec![Family::Ipv4],
+                    ..Default::default()
+                },
+                BirdNeighbor {
+                    address: ip("fd00::1"),
+                    asn: 65001,
+                    password,
+                    families: vec![Family::Ipv6],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        },
+    )
+    .expect("start bird");
+    Pair {
+        gobgp,
+        bird,
+        _ns_g: ns_g,
+        _ns_b: ns_b,
+    }
+}
+
+fn establish(p: &Pair) {
+    for (g_peer, b_peer) in [("10.0.0.2", "10.0.0.1"), ("fd00::2", "fd00::1")] {
+        p.gobgp
+            .wait_established(ip(g_peer), Duration::from_secs(10))
+            .expect("gobgpd session Established within 10 s");
+        p.bird
+            .wait_established(ip(b_peer), Duration::from_secs(10))
+            .expect("bird session Established within 10 s");
+    }
+}
+
+#[test]
+fn gobgpd_route_reaches_bird_with_its_attributes() {
+    if !support::require_root("gobgpd_route_reaches_bird_with_its_attributes") {
+        return;
+    }
+    let t0 = Instant::now();
+    let p = ebgp_pair("self", None);
+    establish(&p);
+    eprintln!("sessions established after {:?}", t0.elapsed());
+
+    let attrs = RouteAttrs {
+        as_path: vec![65010, 65011],
+        communities: vec![(65001, 100), (65001, 200)],
+        large_communities: vec![(65001, 1, 2)],
+        med: Some(50),
+        local_pref: None,
+    };
+    let cases = [
+        ("192.0.2.0/24", Some("10.0.0.1"), Family::Ipv4),
+        ("2001:db8:1::/48", Some("fd00::1"), Family::Ipv6),
+    ];
+    for (prefix, nh, fam) in cases {
+        let prefix = prefix.parse().expect("prefix literal");
+        p.gobgp
+            .add_route(prefix, nh.map(ip), &attrs)
+            .expect("add route on gobgpd");
+        let got = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            p.bird
+                .routes_of(fam)
+                .expect("bird routes")
+                .into_iter()
+                .find(|r| r.prefix == prefix)
+        })
+        .unwrap_or_else(|e| panic!("{prefix} not in BIRD: {e}"));
+        // eBGP export prepends the sender's AS (RFC 4271 5.1.2).
+        assert_eq!(got.as_path, vec![65001, 65010, 65011], "{prefix}");
+        assert_eq!(got.nexthop, nh.map(ip), "{prefix}");
+        assert_eq!(got.communities, attrs.communities, "{prefix}");
+        assert_eq!(got.large_communities, attrs.large_communities, "{prefix}");
+        assert_eq!(got.med, attrs.med, "{prefix}");
+        assert!(got.best, "{prefix} is BIRD's only path, so best");
+
+        // And the withdraw reaches BIRD too.
+        p.gobgp.del_route(prefix).expect("del route on gobgpd");
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            let routes = p.bird.routes_of(fam).expect("bird routes");
+            (!routes.iter().any(|r| r.prefix == prefix)).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{prefix} still in BIRD after withdraw: {e}"));
+    }
+
+    // The other direction, through gobgp's JSON parsing: BIRD's static route shows up in
+    // gobgpd's Adj-RIB-In and Loc-RIB.
+    let mut bird = p.bird;
+    bird.add_static(support::StaticRoute {
+        prefix: "198.51.100.0/24".parse().expect("literal"),
+        via: None,
+        attrs: RouteAttrs {
+            communities: vec![(65002, 7)],
+            large_communities: vec![(65002, 3, 4)],
+            ..Default::default()
+        },
+    })
+    .expect("bird static route");
+    let got = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        p.gobgp
+            .adj_in(ip("10.0.0.2"), Family::Ipv4)
+            .expect("gobgp adj-in")
+            .into_iter()
+            .find(|r| r.prefix.to_string() == "198.51.100.0/24")
+    })
+    .expect("BIRD's static route in gobgpd adj-in");
+    assert_eq!(got.as_path, vec![65002]);
+    assert_eq!(got.nexthop, Some(ip("10.0.0.2")));
+    assert_eq!(got.communities, vec![(65002, 7)]);
+    assert_eq!(got.large_communities, vec![(65002, 3, 4)]);
+    let rib = p.gobgp.rib(Family::Ipv4).expect("gobgp rib");
+    assert!(rib.iter().any(|r| r.prefix == got.prefix && r.best));
+    eprintln!("selftest done after {:?}", t0.elapsed());
+}
+
+#[test]
+fn md5_password_on_both_sides_establishes() {
+    if !support::require_root("md5_password_on_both_sides_establishes") {
+        return;
+    }
+    let p = ebgp_pair("md5", Some("s3cret-md5"));
+    establish(&p);
+}
