@@ -328,7 +328,9 @@ impl Gobgpd {
         parse_rib(&self.cli_json(&["neighbor", &a, "adj-out", "-a", family.name(), "-j"])?)
     }
 
-    /// Asks `addr` to resend its routes (ROUTE-REFRESH, `gobgp neighbor ADDR softresetin`).
+    /// `gobgp neighbor ADDR softresetin`: re-applies import policy to the stored Adj-RIB-In.
+    /// Note: gobgp 3.10 never sends ROUTE-REFRESH, not even here (see `handleRouteRefresh` and
+    /// `softResetIn` in its server.go); use BIRD's [`reload_in`](super::Bird::reload_in) to get one.
     pub fn soft_reset_in(&self, addr: IpAddr) -> Result<(), String> {
         self.cli(&["neighbor", &addr.to_string(), "softresetin"])
             .map(|_| ())
