@@ -239,7 +239,6 @@ done
 sleep 1
 ip netns exec "$G" gobgpd -r -f "$work/gobgpd.toml" --api-hosts 127.0.0.1:50051 --pprof-disable >>"$work/gobgpd.log" 2>&1 &
 disown
-disown
 for n in 10.0.0.2 fd00::2; do wait_for 30 "gobgpd session $n after restart" established "$n"; done
 sleep 2
 
