@@ -195,3 +195,64 @@ fn md5_password_on_both_sides_establishes() {
     let p = ebgp_pair("md5", Some("s3cret-md5"));
     establish(&p);
 }
+
+/// The harness's own guarantees: a thread moved with `enter_thread` binds inside the namespace,
+/// `Proc::signal` works, and dropping a `Netns` kills even processes it did not start itself.
+#[test]
+fn netns_enter_thread_signals_and_cleanup() {
+    if !support::require_root("netns_enter_thread_signals_and_cleanup") {
+        return;
+    }
+    let a = Netns::new("hsa").expect("namespace a");
+    let b = Netns::new("hsb").expect("namespace b");
+    link_pair(
+        &a,
+        &b,
+        Addrs::new("10.9.0.1", "fd09::1"),
+        Addrs::new("10.9.0.2", "fd09::2"),
+    )
+    .expect("veth");
+
+    // 10.9.0.1 exists only in `a`, so binding it proves the thread is inside.
+    let accepted = std::thread::scope(|s| {
+        let server = s.spawn(|| -> Result<(), String> {
+            a.enter_thread()?;
+            let l = std::net::TcpListener::bind("10.9.0.1:1790").map_err(|e| e.to_string())?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+                l.accept().ok().map(|_| ())
+            })
+        });
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            let out = b
+                .exec(&["bash", "-c", "exec 3<>/dev/tcp/10.9.0.1/1790"])
+                .ok()?;
+            out.status.success().then_some(())
+        })
+        .expect("connect from b to the listener in a");
+        server.join().expect("server thread")
+    });
+    accepted.expect("listener thread inside namespace a accepted");
+
+    let log = a.dir().join("sleep.log");
+    let p = a.spawn("sleep", &["30"], &log).expect("spawn sleep");
+    p.signal(libc::SIGSTOP).expect("SIGSTOP");
+    p.signal(libc::SIGCONT).expect("SIGCONT");
+    drop(p);
+
+    // A process the harness did not start (reparented to init) must die with the namespace.
+    a.exec_ok(&["sh", "-c", "sleep 60 >/dev/null 2>&1 &"])
+        .expect("background sleep");
+    let orphans = a.pids();
+    assert!(!orphans.is_empty(), "the background sleep runs inside a");
+    let name = a.name().to_string();
+    drop(a);
+    assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    for pid in orphans {
+        // Once killed and reaped by init, /proc/PID disappears.
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("pid {pid} from the dropped namespace still alive: {e}"));
+    }
+}
