@@ -256,3 +256,83 @@ fn netns_enter_thread_signals_and_cleanup() {
         .unwrap_or_else(|e| panic!("pid {pid} from the dropped namespace still alive: {e}"));
     }
 }
+
+/// `Bird::restart_gracefully`: with graceful restart negotiated (RFC 4724), gobgpd keeps BIRD's
+/// route while BIRD is down and the session comes back.
+#[test]
+fn bird_graceful_restart_keeps_routes_on_gobgpd() {
+    if !support::require_root("bird_graceful_restart_keeps_routes_on_gobgpd") {
+        return;
+    }
+    let ns_g = Netns::new("grg").expect("namespace for gobgpd");
+    let ns_b = Netns::new("grb").expect("namespace for bird");
+    link_pair(
+        &ns_g,
+        &ns_b,
+        Addrs::new("10.0.0.1", "fd00::1"),
+        Addrs::new("10.0.0.2", "fd00::2"),
+    )
+    .expect("veth");
+    let gobgp = Gobgpd::start(
+        &ns_g,
+        GobgpConfig {
+            router_id: "10.0.0.1".parse().expect("literal"),
+            asn: 65001,
+            neighbors: vec![GobgpNeighbor {
+                address: ip("10.0.0.2"),
+                asn: 65002,
+                graceful_restart: Some(60),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .expect("start gobgpd");
+    let mut bird = Bird::start(
+        &ns_b,
+        BirdConfig {
+            router_id: "10.0.0.2".parse().expect("literal"),
+            asn: 65002,
+            neighbors: vec![BirdNeighbor {
+                address: ip("10.0.0.1"),
+                asn: 65001,
+                graceful_restart: Some(60),
+                ..Default::default()
+            }],
+            static_v4: vec![support::StaticRoute {
+                prefix: "198.51.100.0/24".parse().expect("literal"),
+                via: None,
+                attrs: RouteAttrs::default(),
+            }],
+            ..Default::default()
+        },
+    )
+    .expect("start bird");
+    gobgp
+        .wait_established(ip("10.0.0.2"), Duration::from_secs(10))
+        .expect("Established");
+    let has_route = || {
+        gobgp
+            .rib(Family::Ipv4)
+            .expect("gobgp rib")
+            .iter()
+            .any(|r| r.prefix.to_string() == "198.51.100.0/24")
+    };
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        has_route().then_some(())
+    })
+    .expect("BIRD's route in gobgpd");
+
+    let t = Instant::now();
+    bird.restart_gracefully(&ns_b)
+        .expect("restart bird with -R");
+    assert!(has_route(), "route kept as stale during the restart");
+    gobgp
+        .wait_established(ip("10.0.0.2"), Duration::from_secs(20))
+        .expect("Established again after BIRD's restart");
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        has_route().then_some(())
+    })
+    .expect("route still there after the restart");
+    eprintln!("graceful restart round trip {:?}", t.elapsed());
+}
