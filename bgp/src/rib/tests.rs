@@ -653,8 +653,10 @@ fn local_route_gets_next_hop_self_and_local_pref_towards_ibgp() {
     assert_eq!(a.local_pref, Some(100));
     assert!(a.as_path.segments.is_empty());
     // An explicit next hop on a local route is kept for iBGP.
-    let mut explicit = PathAttrs::default();
-    explicit.next_hop = Some(ip("10.0.0.77"));
+    let explicit = PathAttrs {
+        next_hop: Some(ip("10.0.0.77")),
+        ..PathAttrs::default()
+    };
     let ch = r.originate(net("10.244.2.0/24"), explicit);
     assert_eq!(
         sent(&mut r, "10.0.0.3", &ch).unwrap().next_hop,
@@ -676,8 +678,10 @@ fn next_hop_of_wrong_family_uses_session_address_of_that_family_or_skips() {
     // IPv4 session without an IPv6 local address: nothing sensible to send.
     assert!(r.advertise(ip("10.0.0.3"), &ch).is_empty());
     // An IPv4 next hop on an IPv6 route is replaced by the session's IPv6 address.
-    let mut odd = PathAttrs::default();
-    odd.next_hop = Some(ip("10.0.0.9"));
+    let odd = PathAttrs {
+        next_hop: Some(ip("10.0.0.9")),
+        ..PathAttrs::default()
+    };
     let ch = r.originate(net("2001:db8:2::/64"), odd);
     assert_eq!(
         sent(&mut r, "2001:db8::2", &ch).unwrap().next_hop,
@@ -691,13 +695,17 @@ fn no_advertise_and_no_export_communities_are_honoured() {
     let mut r = rib();
     r.peer_up(peer("10.0.0.3", LOCAL_AS));
     r.peer_up(peer("10.0.0.5", 64512));
-    let mut no_export = PathAttrs::default();
-    no_export.communities = vec![NO_EXPORT];
+    let no_export = PathAttrs {
+        communities: vec![NO_EXPORT],
+        ..PathAttrs::default()
+    };
     let ch = r.originate(net("10.244.1.0/24"), no_export);
     assert!(sent(&mut r, "10.0.0.3", &ch).is_some());
     assert!(sent(&mut r, "10.0.0.5", &ch).is_none());
-    let mut no_adv = PathAttrs::default();
-    no_adv.communities = vec![NO_ADVERTISE];
+    let no_adv = PathAttrs {
+        communities: vec![NO_ADVERTISE],
+        ..PathAttrs::default()
+    };
     let ch = r.originate(net("10.244.2.0/24"), no_adv);
     assert!(sent(&mut r, "10.0.0.3", &ch).is_none());
     assert!(sent(&mut r, "10.0.0.5", &ch).is_none());
@@ -753,8 +761,7 @@ fn best_path_from_the_peer_itself_withdraws_what_it_was_sent() {
     r.peer_up(peer("10.0.0.2", 64512));
     let ch = r.originate(net(P), attrs(&[], "10.0.0.1"));
     assert_eq!(r.advertise(ip("10.0.0.2"), &ch).len(), 1);
-    let mut better = attrs(&[64512], "10.0.0.2");
-    better.origin = Origin::Igp;
+    let better = attrs(&[64512], "10.0.0.2");
     r.withdraw_local(net(P));
     let o = r.apply(ip("10.0.0.2"), announce(&[P], better));
     let out = r.advertise(ip("10.0.0.2"), &o.changes);
