@@ -17,12 +17,12 @@
 
 mod decision;
 mod export;
+mod hash;
 mod intern;
 #[cfg(test)]
 mod tests;
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +36,7 @@ use crate::wire::message::RouteUpdate;
 
 pub use decision::{as_path_len, local_pref, DEFAULT_LOCAL_PREF};
 pub use export::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
+use hash::FastMap;
 use intern::Interner;
 
 /// Speaker-wide settings the RIB needs.
@@ -171,26 +172,26 @@ enum InState {
 struct PeerState {
     info: PeerInfo,
     up: bool,
-    adj_in: HashMap<IpNet, InState>,
+    adj_in: FastMap<IpNet, InState>,
     accepted: usize,
     /// Families marked stale by the last `peer_down` and not swept since.
     stale_families: Vec<Family>,
-    adj_out: HashMap<IpNet, Arc<PathAttrs>>,
+    adj_out: FastMap<IpNet, Arc<PathAttrs>>,
 }
 
 /// Adj-RIBs-In, Loc-RIB and Adj-RIBs-Out of one speaker.
 #[derive(Debug)]
 pub struct Rib {
     cfg: RibConfig,
-    peers: HashMap<IpAddr, PeerState>,
-    dests: HashMap<IpNet, Dest>,
+    peers: FastMap<IpAddr, PeerState>,
+    dests: FastMap<IpNet, Dest>,
     interner: Interner,
 }
 
 /// Inserts `path` as a candidate for `prefix`, replacing the one from the same source; records
 /// a change when the best path changes. Returns the replaced path.
 fn install(
-    dests: &mut HashMap<IpNet, Dest>,
+    dests: &mut FastMap<IpNet, Dest>,
     prefix: IpNet,
     path: Path,
     changes: &mut Vec<BestChange>,
@@ -230,7 +231,7 @@ fn install(
 
 /// Removes the candidate from `source` for `prefix`; records a change when the best changes.
 fn uninstall(
-    dests: &mut HashMap<IpNet, Dest>,
+    dests: &mut FastMap<IpNet, Dest>,
     prefix: IpNet,
     source: PathSource,
     changes: &mut Vec<BestChange>,
@@ -262,7 +263,7 @@ fn reselect(paths: &mut [Path]) {
 }
 
 fn loc_path_mut<'a>(
-    dests: &'a mut HashMap<IpNet, Dest>,
+    dests: &'a mut FastMap<IpNet, Dest>,
     prefix: &IpNet,
     source: PathSource,
 ) -> Option<&'a mut Path> {
@@ -302,8 +303,8 @@ impl Rib {
     pub fn new(cfg: RibConfig) -> Rib {
         Rib {
             cfg,
-            peers: HashMap::new(),
-            dests: HashMap::new(),
+            peers: FastMap::default(),
+            dests: FastMap::default(),
             interner: Interner::default(),
         }
     }
@@ -333,10 +334,10 @@ impl Rib {
                 v.insert(PeerState {
                     info: peer,
                     up: true,
-                    adj_in: HashMap::new(),
+                    adj_in: FastMap::default(),
                     accepted: 0,
                     stale_families: Vec::new(),
-                    adj_out: HashMap::new(),
+                    adj_out: FastMap::default(),
                 });
             }
         }
@@ -351,7 +352,7 @@ impl Rib {
             return changes;
         };
         ps.up = false;
-        ps.adj_out = HashMap::new();
+        ps.adj_out = FastMap::default();
         let dests = &mut self.dests;
         let accepted = &mut ps.accepted;
         let source = PathSource::Peer(peer);
@@ -644,7 +645,7 @@ impl Rib {
         let Some(old) = self.take_adj_out(peer) else {
             return out;
         };
-        let mut adj_out = HashMap::with_capacity(old.len());
+        let mut adj_out = FastMap::with_capacity_and_hasher(old.len(), Default::default());
         let mut exporter = Exporter::new(&self.cfg, &self.peers, &mut self.interner, peer);
         for (prefix, dest) in &self.dests {
             if let Some(attrs) = exporter.export(&dest.paths[0], Family::of(prefix)) {
@@ -667,12 +668,12 @@ impl Rib {
         out
     }
 
-    fn take_adj_out(&mut self, peer: IpAddr) -> Option<HashMap<IpNet, Arc<PathAttrs>>> {
+    fn take_adj_out(&mut self, peer: IpAddr) -> Option<FastMap<IpNet, Arc<PathAttrs>>> {
         let ps = self.peers.get_mut(&peer).filter(|ps| ps.up)?;
         Some(std::mem::take(&mut ps.adj_out))
     }
 
-    fn put_adj_out(&mut self, peer: IpAddr, adj_out: HashMap<IpNet, Arc<PathAttrs>>) {
+    fn put_adj_out(&mut self, peer: IpAddr, adj_out: FastMap<IpNet, Arc<PathAttrs>>) {
         if let Some(ps) = self.peers.get_mut(&peer) {
             ps.adj_out = adj_out;
         }
@@ -711,16 +712,16 @@ impl Rib {
 /// the clone-modify-intern work is done a handful of times.
 struct Exporter<'a> {
     cfg: &'a RibConfig,
-    peers: &'a HashMap<IpAddr, PeerState>,
+    peers: &'a FastMap<IpAddr, PeerState>,
     interner: &'a mut Interner,
     target: Option<&'a PeerInfo>,
-    memo: HashMap<(*const PathAttrs, PathSource, Family), Option<Arc<PathAttrs>>>,
+    memo: FastMap<(*const PathAttrs, PathSource, Family), Option<Arc<PathAttrs>>>,
 }
 
 impl<'a> Exporter<'a> {
     fn new(
         cfg: &'a RibConfig,
-        peers: &'a HashMap<IpAddr, PeerState>,
+        peers: &'a FastMap<IpAddr, PeerState>,
         interner: &'a mut Interner,
         peer: IpAddr,
     ) -> Self {
@@ -729,7 +730,7 @@ impl<'a> Exporter<'a> {
             peers,
             interner,
             target: peers.get(&peer).map(|p| &p.info),
-            memo: HashMap::new(),
+            memo: FastMap::default(),
         }
     }
 
