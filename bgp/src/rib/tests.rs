@@ -982,3 +982,68 @@ fn interned_attributes_are_released_when_routes_go() {
     r.peer_down(ip("10.0.0.2"), &[]);
     assert_eq!(r.interned_attributes(), 0);
 }
+
+#[test]
+#[ignore = "timing run: cargo test --release -p underroute-bgp rib::tests::apply_500k -- --ignored --nocapture"]
+fn apply_500k_host_routes_timing() {
+    // Performance target: 500k prefixes in 800-prefix UPDATEs well under 0.3 s (release).
+    let routes = host_routes(500_000);
+    let updates: Vec<RouteUpdate> = routes
+        .chunks(800)
+        .map(|chunk| RouteUpdate {
+            announced: vec![Announcement {
+                attrs: attrs(&[64512], "10.255.0.2"),
+                prefixes: chunk.to_vec(),
+            }],
+            ..RouteUpdate::default()
+        })
+        .collect();
+    let mut r = rib();
+    r.peer_up(peer("10.255.0.2", 64512));
+    let start = std::time::Instant::now();
+    let mut changes = 0;
+    for u in updates {
+        changes += r.apply(ip("10.255.0.2"), u).changes.len();
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(changes, 500_000);
+    assert_eq!(r.len(), 500_000);
+    println!("apply 500k host routes: {elapsed:?}");
+}
+
+#[test]
+fn import_policy_change_reevaluates_received_routes_without_refresh() {
+    // RFC 4271 9.1.1: policy changes re-run import over the Adj-RIB-In (soft reconfiguration).
+    let mut info = peer("10.0.0.2", 64512);
+    info.import = ImportPolicy::Deny;
+    let mut r = rib();
+    r.peer_up(info);
+    r.apply(
+        ip("10.0.0.2"),
+        announce(
+            &["10.244.1.0/24", "10.9.0.0/16"],
+            attrs(&[64512], "10.0.0.2"),
+        ),
+    );
+    r.apply(
+        ip("10.0.0.2"),
+        announce(&["10.244.2.0/24"], attrs(&[64512, LOCAL_AS], "10.0.0.2")),
+    );
+    assert!(r.is_empty());
+    let allow = ImportPolicy::Prefixes(vec![PrefixRule::or_longer(net("10.244.0.0/16"))]);
+    let ch = r.set_import_policy(ip("10.0.0.2"), allow);
+    assert_eq!(ch.len(), 1, "the looped route stays rejected");
+    assert_eq!(ch[0].prefix, net("10.244.1.0/24"));
+    assert_eq!(r.counts(ip("10.0.0.2")).accepted, 1);
+    let ch = r.set_import_policy(ip("10.0.0.2"), ImportPolicy::Deny);
+    assert_eq!(ch.len(), 1);
+    assert!(ch[0].best.is_none());
+    assert_eq!(
+        r.counts(ip("10.0.0.2")),
+        PeerCounts {
+            received: 3,
+            accepted: 0,
+            advertised: 0
+        }
+    );
+}
