@@ -374,8 +374,10 @@ impl Rib {
 
     /// A session with `peer` reached Established (or its settings changed): register it and
     /// accept updates from it. Routes kept stale from an earlier session stay until refreshed
-    /// or swept. A changed import policy applies to routes received from now on; ask the peer
-    /// for a route refresh to re-evaluate the rest.
+    /// or swept. A changed import policy here applies to routes received from now on; use
+    /// [`Rib::set_import_policy`] to re-evaluate what the peer already sent. A changed
+    /// route-reflector-client flag or local address affects export from the next
+    /// [`Rib::advertise`]; call [`Rib::full_table`] to resynchronise the peer at once.
     pub fn peer_up(&mut self, peer: PeerInfo) {
         match self.peers.entry(peer.address) {
             Entry::Occupied(mut o) => {

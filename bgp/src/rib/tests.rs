@@ -1047,3 +1047,12 @@ fn import_policy_change_reevaluates_received_routes_without_refresh() {
         }
     );
 }
+
+#[test]
+fn rib_can_move_between_tasks() {
+    // The tokio layer owns the RIB in one task and hands out best paths to others.
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Rib>();
+    send_sync::<BestChange>();
+    send_sync::<OutChange>();
+}
