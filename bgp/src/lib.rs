@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod fsm;
+pub mod policy;
 pub mod rib;
 pub mod speaker;
 pub mod types;

@@ -1,1 +1,0 @@
-//! Adj-RIB-In, Loc-RIB and Adj-RIB-Out (to be written).
