@@ -1,5 +1,185 @@
-//! The `underroute` binary.
+//! The `underroute` binary: the node agent's entry points.
+//!
+//! Until the agent exists this offers the standalone speaker (also the benchmark lab's subject)
+//! and an interop demo. Errors are reported with `anyhow` here, at the edge.
 
-fn main() {
-    println!("underroute");
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+use underroute_bgp::speaker::{
+    GracefulRestartConfig, PeerConfig, Shutdown, Speaker, SpeakerConfig,
+};
+use underroute_bgp::wire::PathAttrs;
+use underroute_bgp::{Asn, RouterId};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(
+    name = "underroute",
+    version,
+    about = "Underlay routing agent for Kubernetes nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the BGP speaker alone, from flags (no kernel programming yet).
+    Speaker(SpeakerArgs),
+    /// Show the speaker peering with gobgpd and BIRD in throw-away network namespaces.
+    Demo,
+}
+
+#[derive(clap::Args)]
+struct SpeakerArgs {
+    /// Our BGP identifier.
+    #[arg(long)]
+    router_id: Ipv4Addr,
+    /// Our AS number.
+    #[arg(long)]
+    asn: u32,
+    /// Address to listen on (port 179 unless given as ADDR:PORT).
+    #[arg(long, default_value = "0.0.0.0")]
+    listen: String,
+    /// Comma-separated peer addresses (iBGP unless --peer-asn says otherwise).
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<IpAddr>,
+    /// Peer AS number (default: ours).
+    #[arg(long)]
+    peer_asn: Option<u32>,
+    /// Comma-separated prefixes to originate.
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    announce: Vec<String>,
+    /// Hold time proposed to peers, in seconds.
+    #[arg(long, default_value_t = 90)]
+    hold: u16,
+    /// Negotiate graceful restart (1) or not (0).
+    #[arg(long, default_value_t = 1)]
+    graceful_restart: u8,
+    /// This start is a restart after a crash (sets the Restart State bit).
+    #[arg(long, default_value_t = 0)]
+    restarting: u8,
+    /// Write the number of Loc-RIB prefixes to this file whenever it changes.
+    #[arg(long)]
+    count_file: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Speaker(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run_speaker(args))
+        }
+        Command::Demo => demo::run(),
+    }
+}
+
+fn listen_addr(s: &str) -> Result<SocketAddr> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let ip: IpAddr = s
+        .parse()
+        .with_context(|| format!("--listen: {s:?} is not an address"))?;
+    Ok(SocketAddr::new(ip, 179))
+}
+
+async fn run_speaker(args: SpeakerArgs) -> Result<()> {
+    let announce: Vec<IpNet> = args
+        .announce
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("--announce: {s:?} is not a prefix"))
+        })
+        .collect::<Result<_>>()?;
+    if args.hold != 0 && args.hold < 3 {
+        bail!(
+            "--hold: {} is not a valid hold time (0 or at least 3 seconds)",
+            args.hold
+        );
+    }
+    let config = SpeakerConfig {
+        asn: Asn(args.asn),
+        router_id: RouterId(args.router_id),
+        listen: vec![listen_addr(&args.listen)?],
+        cluster_id: None,
+        graceful_restart: (args.graceful_restart == 1).then(|| GracefulRestartConfig {
+            restarting: args.restarting == 1,
+            ..GracefulRestartConfig::default()
+        }),
+        hostname: None,
+    };
+    let speaker = Speaker::start(config).await?;
+    for peer in &args.peers {
+        let mut pc = PeerConfig::new(*peer, Asn(args.peer_asn.unwrap_or(args.asn)));
+        pc.hold_time = args.hold;
+        speaker.add_peer(pc).await?;
+    }
+    speaker
+        .originate(
+            announce
+                .into_iter()
+                .map(|p| (p, PathAttrs::default()))
+                .collect(),
+        )
+        .await?;
+    let (snapshot, mut changes) = speaker.subscribe().await?;
+    let mut count = snapshot.len();
+    let mut written = None;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut best = std::collections::HashSet::new();
+    best.extend(snapshot.iter().map(|c| c.prefix));
+    loop {
+        tokio::select! {
+            Some(batch) = changes.recv() => {
+                for c in batch {
+                    if c.best.is_some() { best.insert(c.prefix); } else { best.remove(&c.prefix); }
+                }
+                count = best.len();
+            }
+            _ = tick.tick() => {
+                if let Some(path) = &args.count_file {
+                    if written != Some(count) {
+                        write_atomically(path, &format!("{count}\n"))?;
+                        written = Some(count);
+                    }
+                }
+            }
+            _ = sigterm.recv() => {
+                speaker.shutdown(Shutdown::Withdraw).await?;
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                speaker.shutdown(Shutdown::Withdraw).await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
 }

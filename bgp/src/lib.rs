@@ -10,10 +10,13 @@
 #![warn(missing_docs)]
 
 pub mod fsm;
+mod peer;
 pub mod policy;
 pub mod rib;
+pub mod socket;
 pub mod speaker;
 pub mod types;
 pub mod wire;
 
+pub use speaker::{PeerConfig, Speaker, SpeakerConfig};
 pub use types::{Asn, Family, RouterId};

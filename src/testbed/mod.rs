@@ -1,12 +1,10 @@
-//! Shared harness for integration tests that run BGP daemons in network namespaces.
+//! A throw-away lab of network namespaces with real BGP daemons (gobgpd, BIRD) in them, for the
+//! interop tests and the `underroute demo` command.
 //!
 //! Owns: namespaces named `ur-*` that it creates, the processes it starts in them, and a temp
 //! directory per namespace (configs, logs, control sockets). It must never touch the host's own
 //! links, routes or rules: everything runs inside namespaces made here, and every wait is bounded.
 //!
-//! Use from an integration test with `mod support;`. Each test binary uses a different subset,
-//! hence the `dead_code` and `unused_imports` allowance.
-#![allow(dead_code, unused_imports)]
 
 pub mod bird;
 pub mod gobgp;
