@@ -9,11 +9,13 @@
 pub mod bird;
 pub mod gobgp;
 pub mod netns;
+pub mod speaker;
 pub mod wait;
 
 pub use bird::{Bird, BirdConfig, BirdNeighbor, StaticRoute};
 pub use gobgp::{GobgpConfig, GobgpNeighbor, Gobgpd};
 pub use netns::{link_pair, Addrs, Netns, Proc, VethPair};
+pub use speaker::NsSpeaker;
 pub use wait::{run_bounded, run_ok, wait_until};
 
 use std::net::IpAddr;
