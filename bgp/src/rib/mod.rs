@@ -123,7 +123,8 @@ pub struct BestChange {
 /// The result of [`Rib::apply`].
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOutcome {
-    /// Best-path changes, in the order they happened.
+    /// Best-path changes, in the order they happened. A prefix touched twice by one UPDATE
+    /// (withdrawn and announced) appears twice; consumers apply them in order.
     pub changes: Vec<BestChange>,
     /// Announced prefixes that passed import.
     pub accepted: usize,
