@@ -65,7 +65,11 @@ pub fn runtime_in(ns: &Netns) -> Result<tokio::runtime::Runtime, String> {
 
 impl NsSpeaker {
     /// Wait until the session with `peer` is Established.
-    pub fn wait_established(&self, peer: std::net::IpAddr, timeout: std::time::Duration) -> Result<(), String> {
+    pub fn wait_established(
+        &self,
+        peer: std::net::IpAddr,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
         super::wait_until(timeout, std::time::Duration::from_millis(50), || {
             let peers = self.run({
                 let s = self.handle();
@@ -74,10 +78,17 @@ impl NsSpeaker {
             peers
                 .ok()?
                 .iter()
-                .find(|p| p.config.address == peer && p.state == underroute_bgp::fsm::State::Established)
+                .find(|p| {
+                    p.config.address == peer && p.state == underroute_bgp::fsm::State::Established
+                })
                 .map(|_| ())
         })
-        .map_err(|e| format!("our session with {peer} not Established: {e}; peers: {:?}", self.peer_summary()))
+        .map_err(|e| {
+            format!(
+                "our session with {peer} not Established: {e}; peers: {:?}",
+                self.peer_summary()
+            )
+        })
     }
 
     /// One line per peer: address, state, last error.
@@ -86,7 +97,14 @@ impl NsSpeaker {
         match self.run(async move { s.peers().await }) {
             Ok(peers) => peers
                 .iter()
-                .map(|p| format!("{} {:?} {}", p.config.address, p.state, p.last_error.clone().unwrap_or_default()))
+                .map(|p| {
+                    format!(
+                        "{} {:?} {}",
+                        p.config.address,
+                        p.state,
+                        p.last_error.clone().unwrap_or_default()
+                    )
+                })
                 .collect(),
             Err(e) => vec![e.to_string()],
         }
@@ -95,13 +113,18 @@ impl NsSpeaker {
     /// A peer's snapshot.
     pub fn peer(&self, peer: std::net::IpAddr) -> Option<underroute_bgp::speaker::PeerSnapshot> {
         let s = self.handle();
-        self.run(async move { s.peers().await }).ok()?.into_iter().find(|p| p.config.address == peer)
+        self.run(async move { s.peers().await })
+            .ok()?
+            .into_iter()
+            .find(|p| p.config.address == peer)
     }
 
     /// Our best routes, in the testbed's daemon-neutral form (plus the stale flag).
     pub fn best_routes(&self) -> Vec<(super::RibEntry, bool)> {
         let s = self.handle();
-        let table = self.run(async move { s.loc_rib(None).await }).unwrap_or_default();
+        let table = self
+            .run(async move { s.loc_rib(None).await })
+            .unwrap_or_default();
         table
             .into_iter()
             .filter_map(|e| {
@@ -113,7 +136,9 @@ impl NsSpeaker {
 
     /// Our best route for `prefix`, if any.
     pub fn best_route(&self, prefix: ipnet::IpNet) -> Option<(super::RibEntry, bool)> {
-        self.best_routes().into_iter().find(|(r, _)| r.prefix == prefix)
+        self.best_routes()
+            .into_iter()
+            .find(|(r, _)| r.prefix == prefix)
     }
 }
 
@@ -128,13 +153,22 @@ pub fn rib_entry(prefix: ipnet::IpNet, a: &underroute_bgp::wire::PathAttrs) -> s
             .segments
             .iter()
             .flat_map(|s| match s {
-                AsSegment::Sequence(v) | AsSegment::Set(v) | AsSegment::ConfedSequence(v) | AsSegment::ConfedSet(v) => {
-                    v.iter().map(|a| a.0).collect::<Vec<_>>()
-                }
+                AsSegment::Sequence(v)
+                | AsSegment::Set(v)
+                | AsSegment::ConfedSequence(v)
+                | AsSegment::ConfedSet(v) => v.iter().map(|a| a.0).collect::<Vec<_>>(),
             })
             .collect(),
-        communities: a.communities.iter().map(|c| ((c >> 16) as u16, (c & 0xffff) as u16)).collect(),
-        large_communities: a.large_communities.iter().map(|l| (l.global, l.local1, l.local2)).collect(),
+        communities: a
+            .communities
+            .iter()
+            .map(|c| ((c >> 16) as u16, (c & 0xffff) as u16))
+            .collect(),
+        large_communities: a
+            .large_communities
+            .iter()
+            .map(|l| (l.global, l.local1, l.local2))
+            .collect(),
         med: a.med,
         local_pref: a.local_pref,
         best: true,
