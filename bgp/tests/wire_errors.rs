@@ -545,7 +545,7 @@ fn unknown_optional_transitive_attribute_is_kept() {
 
 #[test]
 fn malformed_as4_path_is_discarded() {
-    // RFC 6793 6 / RFC 7606 7.? : a malformed AS4_PATH is discarded, the route kept.
+    // RFC 6793 6: a malformed AS4_PATH is discarded, the route kept.
     assert_discarded(
         &format!("{ORIGIN_ASPATH2} {NEXT_HOP} c01106 0202 00030d41"),
         &ebgp2(),
