@@ -72,14 +72,20 @@ struct SpeakerArgs {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The demo prints its own story; the daemon logs at info.
+    let default_level = if matches!(cli.command, Command::Demo) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Speaker(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
