@@ -68,12 +68,17 @@ pub struct RibEntry {
     pub best: bool,
 }
 
-/// Whether the test process may create namespaces. Tests call this first and return early with a
-/// message when it is false, so `cargo test` as a normal user still passes the rest.
+/// Whether the test process may create namespaces. Outside CI a test returns early with a
+/// message when this is false, so `cargo test` as a normal user still runs the rest; under CI
+/// (`CI` set) a missing root is a failure, so a green CI always means the namespace tests ran.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: CI must run as root (euid {euid})"
+        );
         eprintln!("SKIPPED {test}: needs root for network namespaces (euid {euid})");
         return false;
     }
