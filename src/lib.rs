@@ -4,3 +4,13 @@
 //!   interop tests and by `underroute demo`.
 
 pub mod testbed;
+
+/// The route protocol number (`rtm_protocol`, `ip route ... proto N`) that marks kernel routes
+/// and policy rules as underroute's. The kernel programmer owns exactly what carries it and never
+/// touches anything else; the CNI plugin tags the host routes it makes with it so the agent
+/// copies them into the per-address tables.
+///
+/// 201 is unused by the daemons a node is likely to run: the kernel, boot and static use 2-4,
+/// zebra 11, BIRD 12, kube-router 17, keepalived 18, babel 42, Calico 80, Open/R 99, FRR 186-192.
+/// It is configurable (`[kernel] route_protocol`) for sites where 201 is taken.
+pub const DEFAULT_ROUTE_PROTOCOL: u8 = 201;
