@@ -148,23 +148,15 @@ async fn run_speaker(args: SpeakerArgs) -> Result<()> {
                 .collect(),
         )
         .await?;
-    let (snapshot, mut changes) = speaker.subscribe().await?;
-    let mut count = snapshot.len();
-    let mut written = None;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Polling the size is cheaper than following every change when all we report is a count.
     let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let mut best = std::collections::HashSet::new();
-    best.extend(snapshot.iter().map(|c| c.prefix));
+    let mut written = None;
     loop {
         tokio::select! {
-            Some(batch) = changes.recv() => {
-                for c in batch {
-                    if c.best.is_some() { best.insert(c.prefix); } else { best.remove(&c.prefix); }
-                }
-                count = best.len();
-            }
             _ = tick.tick() => {
                 if let Some(path) = &args.count_file {
+                    let count = speaker.loc_rib_len().await?;
                     if written != Some(count) {
                         write_atomically(path, &format!("{count}\n"))?;
                         written = Some(count);

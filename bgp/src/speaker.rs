@@ -223,6 +223,7 @@ enum Command {
     Withdraw(Vec<IpNet>, oneshot::Sender<()>),
     Peers(oneshot::Sender<Vec<PeerSnapshot>>),
     LocRib(Option<Family>, oneshot::Sender<Vec<RouteEntry>>),
+    LocRibLen(oneshot::Sender<usize>),
     AdjIn(IpAddr, Option<Family>, Reply<Vec<AdjInEntry>>),
     AdjOut(IpAddr, Option<Family>, Reply<Vec<AdjOutEntry>>),
     Subscribe(oneshot::Sender<(Vec<BestChange>, mpsc::UnboundedReceiver<Vec<BestChange>>)>),
@@ -360,6 +361,11 @@ impl Speaker {
     /// The Loc-RIB (all candidate paths per prefix, best first), optionally one family.
     pub async fn loc_rib(&self, family: Option<Family>) -> Result<Vec<RouteEntry>, SpeakerError> {
         self.ask(|tx| Command::LocRib(family, tx)).await
+    }
+
+    /// How many prefixes the Loc-RIB holds (cheap: no copy of the table).
+    pub async fn loc_rib_len(&self) -> Result<usize, SpeakerError> {
+        self.ask(Command::LocRibLen).await
     }
 
     /// A peer's Adj-RIB-In: (prefix, path, accepted).
@@ -556,6 +562,9 @@ impl Core {
                     .collect();
                 out.sort_by_key(|e| e.prefix);
                 let _ = reply.send(out);
+            }
+            Command::LocRibLen(reply) => {
+                let _ = reply.send(self.rib.len());
             }
             Command::AdjIn(peer, family, reply) => {
                 let result = if self.peers.contains_key(&peer) {
