@@ -796,9 +796,12 @@ impl Connection {
                         if let Some(n) = &notification {
                             out.send(&SessionContext::default(), &Message::Notification(n.clone()));
                         }
+                        // Without a NOTIFICATION the peer sees what a crash looks like, and so
+                        // do we: a peer that reconnected while Established (RFC 4724 4.2) keeps
+                        // its routes as stale, exactly as after a TCP reset.
                         let reason = match notification {
                             Some(n) => DownReason::NotificationSent(n),
-                            None => DownReason::Stopped,
+                            None => DownReason::ConnectionClosed,
                         };
                         let _ = self.events.send(ConnEvent::Down(self.id, reason));
                         done = true;

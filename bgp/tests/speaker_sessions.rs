@@ -101,7 +101,12 @@ impl Scripted {
 
     /// OPEN, then KEEPALIVE: returns our speaker's OPEN.
     async fn establish(&mut self, id: Ipv4Addr) -> Open {
-        let open = Open {
+        self.establish_with(id, Vec::new()).await
+    }
+
+    /// OPEN with extra capabilities, then KEEPALIVE: returns our speaker's OPEN.
+    async fn establish_with(&mut self, id: Ipv4Addr, extra: Vec<Capability>) -> Open {
+        let mut open = Open {
             version: 4,
             my_as: PEER_AS as u16,
             hold_time: 90,
@@ -111,6 +116,7 @@ impl Scripted {
                 Capability::FourOctetAs(Asn(PEER_AS)),
             ],
         };
+        open.capabilities.extend(extra);
         self.send(&Message::Open(open)).await;
         let Some(Message::Open(theirs)) = self.recv().await else {
             panic!("expected our OPEN")
@@ -246,4 +252,173 @@ async fn restarting_speaker_advertises_restart_state_and_forwarding_bits_it_is_g
         saw_eor,
         "End-of-RIB for ipv4-unicast after the initial table"
     );
+}
+
+#[tokio::test]
+async fn removing_a_peer_sends_cease_deconfigured_and_withdraws_its_routes_from_others() {
+    let a = Ipv4Addr::new(127, 0, 0, 5);
+    let b = Ipv4Addr::new(127, 0, 0, 6);
+    let port = free_port();
+    let s = speaker(port, None, &[a, b]).await;
+    let mut pa = Scripted::connect(a, port).await;
+    pa.establish(Ipv4Addr::new(1, 1, 1, 5)).await;
+    let mut pb = Scripted::connect(b, port).await;
+    pb.establish(Ipv4Addr::new(1, 1, 1, 6)).await;
+    wait_state(&s, a, State::Established).await;
+    wait_state(&s, b, State::Established).await;
+
+    // A announces a prefix; B (another eBGP peer) must learn it from us.
+    let ctx = SessionContext {
+        four_octet_as: true,
+        local_asn: Asn(PEER_AS),
+        peer_asn: Asn(OUR_AS),
+        ..SessionContext::default()
+    };
+    let attrs = wire::PathAttrs {
+        as_path: wire::AsPath {
+            segments: vec![wire::AsSegment::Sequence(vec![Asn(PEER_AS)])],
+        },
+        next_hop: Some(IpAddr::V4(a)),
+        ..Default::default()
+    };
+    let prefix: ipnet::IpNet = "10.77.0.0/24".parse().expect("literal");
+    let mut out = BytesMut::new();
+    wire::encode_announce(&ctx, &attrs, &[prefix], &mut out).expect("encode");
+    pa.send_raw(&out).await;
+    let learned = wait_for_update(&mut pb, |r| {
+        r.announced.iter().any(|x| x.prefixes.contains(&prefix))
+    })
+    .await;
+    assert!(learned, "B learned A's prefix");
+
+    // Deconfigure A: RFC 4486 Cease / Peer De-configured to A, and A's routes withdrawn from B.
+    s.remove_peer(IpAddr::V4(a)).await.expect("remove peer");
+    let mut cease = None;
+    while let Some(m) = pa.recv().await {
+        if let Message::Notification(n) = m {
+            cease = Some(n);
+            break;
+        }
+    }
+    let n = cease.expect("Cease before the close");
+    assert_eq!((n.code, n.subcode), (6, 3), "{n}");
+    let withdrawn = wait_for_update(&mut pb, |r| r.withdrawn.contains(&prefix)).await;
+    assert!(withdrawn, "B got the withdrawal");
+    assert!(s
+        .peers()
+        .await
+        .expect("peers")
+        .iter()
+        .all(|p| p.config.address != IpAddr::V4(a)));
+}
+
+/// Read UPDATEs until one matches (true) or the connection ends or goes quiet (false).
+async fn wait_for_update(p: &mut Scripted, mut f: impl FnMut(&wire::RouteUpdate) -> bool) -> bool {
+    let ctx = SessionContext {
+        four_octet_as: true,
+        local_asn: Asn(PEER_AS),
+        peer_asn: Asn(OUR_AS),
+        ..SessionContext::default()
+    };
+    for _ in 0..20 {
+        match p.recv().await {
+            Some(Message::Update(u)) if f(&u.routes(&ctx)) => return true,
+            Some(_) => continue,
+            None => return false,
+        }
+    }
+    false
+}
+
+fn gr_cap(restarting: bool) -> Capability {
+    Capability::GracefulRestart(wire::GracefulRestartCap {
+        restart_state: restarting,
+        notification: false,
+        restart_time: 60,
+        families: vec![wire::GracefulRestartFamily {
+            afi: 1,
+            safi: 1,
+            forwarding: true,
+        }],
+    })
+}
+
+fn peer_ctx() -> SessionContext {
+    SessionContext {
+        four_octet_as: true,
+        local_asn: Asn(PEER_AS),
+        peer_asn: Asn(OUR_AS),
+        ..SessionContext::default()
+    }
+}
+
+async fn announce(p: &mut Scripted, from: Ipv4Addr, prefixes: &[ipnet::IpNet]) {
+    let attrs = wire::PathAttrs {
+        as_path: wire::AsPath {
+            segments: vec![wire::AsSegment::Sequence(vec![Asn(PEER_AS)])],
+        },
+        next_hop: Some(IpAddr::V4(from)),
+        ..Default::default()
+    };
+    let mut out = BytesMut::new();
+    wire::encode_announce(&peer_ctx(), &attrs, prefixes, &mut out).expect("encode");
+    p.send_raw(&out).await;
+}
+
+/// (prefix, stale) of our Loc-RIB.
+async fn table(s: &Speaker) -> Vec<(ipnet::IpNet, bool)> {
+    let rib = s.loc_rib(None).await.expect("loc rib");
+    rib.iter()
+        .filter_map(|e| Some((e.prefix, e.paths.first()?.stale)))
+        .collect()
+}
+
+async fn wait_table(s: &Speaker, want: &[(ipnet::IpNet, bool)]) {
+    for _ in 0..100 {
+        if table(s).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("table never became {want:?}: {:?}", table(s).await);
+}
+
+#[tokio::test]
+async fn gr_peer_reconnecting_while_established_keeps_routes_stale_until_end_of_rib() {
+    let a = Ipv4Addr::new(127, 0, 0, 7);
+    let port = free_port();
+    let s = speaker(port, Some(GracefulRestartConfig::default()), &[a]).await;
+    let keep: ipnet::IpNet = "10.88.0.0/24".parse().expect("literal");
+    let gone: ipnet::IpNet = "10.88.1.0/24".parse().expect("literal");
+
+    let mut old = Scripted::connect(a, port).await;
+    old.establish_with(Ipv4Addr::new(1, 1, 1, 7), vec![gr_cap(false)])
+        .await;
+    wait_state(&s, a, State::Established).await;
+    announce(&mut old, a, &[keep, gone]).await;
+    wait_table(&s, &[(keep, false), (gone, false)]).await;
+
+    // The peer restarts and connects again before its old session is seen to die: RFC 4724
+    // section 4.2 says to treat the old session as terminated, keeping its routes stale.
+    let mut new = Scripted::connect(a, port).await;
+    new.establish_with(Ipv4Addr::new(1, 1, 1, 7), vec![gr_cap(true)])
+        .await;
+    let mut old_got_notification = false;
+    while let Some(m) = old.recv().await {
+        old_got_notification |= matches!(m, Message::Notification(_));
+    }
+    assert!(
+        !old_got_notification,
+        "the old session is closed without a NOTIFICATION"
+    );
+    wait_state(&s, a, State::Established).await;
+    wait_table(&s, &[(keep, true), (gone, true)]).await;
+
+    // The restarted peer re-announces one route, then End-of-RIB: the other is swept.
+    announce(&mut new, a, &[keep]).await;
+    new.send(&Message::Update(wire::Update::end_of_rib(
+        Family::Ipv4Unicast,
+    )))
+    .await;
+    wait_table(&s, &[(keep, false)]).await;
 }
