@@ -118,6 +118,10 @@ struct Options {
     peer_password: Option<&'static str>,
     hold: u16,
     graceful_restart: bool,
+    /// Our AS number (a 4-octet one to exercise RFC 6793).
+    our_asn: u32,
+    /// The reference daemon speaks 2-octet AS numbers only (BIRD `enable as4 off`).
+    two_octet_peer: bool,
 }
 
 impl Options {
@@ -129,6 +133,8 @@ impl Options {
             peer_password: None,
             hold: 9,
             graceful_restart: false,
+            our_asn: OUR_AS,
+            two_octet_peer: false,
         }
     }
 
@@ -172,7 +178,7 @@ fn lab(kind: Kind, tag: &str, o: Options) -> Lab {
                         .iter()
                         .map(|(ours, _, family)| GobgpNeighbor {
                             address: ip(ours),
-                            asn: OUR_AS,
+                            asn: o.our_asn,
                             password: password.clone(),
                             families: vec![*family],
                             graceful_restart: gr,
@@ -195,7 +201,8 @@ fn lab(kind: Kind, tag: &str, o: Options) -> Lab {
                         .iter()
                         .map(|(ours, _, family)| BirdNeighbor {
                             address: ip(ours),
-                            asn: OUR_AS,
+                            asn: o.our_asn,
+                            two_octet_only: o.two_octet_peer,
                             password: password.clone(),
                             families: vec![*family],
                             graceful_restart: gr,
@@ -212,7 +219,7 @@ fn lab(kind: Kind, tag: &str, o: Options) -> Lab {
     let us = NsSpeaker::start(
         &ns_us,
         SpeakerConfig {
-            asn: Asn(OUR_AS),
+            asn: Asn(o.our_asn),
             router_id: RouterId("10.0.0.2".parse().expect("literal")),
             listen: vec![
                 SocketAddr::new(ip("0.0.0.0"), 179),
@@ -683,4 +690,58 @@ fn bird_restart_keeps_routes_stale_until_end_of_rib() {
     if require_root("bird_restart_keeps_routes_stale_until_end_of_rib") {
         restarting_peer_routes_stay_stale_then_are_swept(Kind::Bird, "bgr");
     }
+}
+
+// ---- 4-octet AS toward a 2-octet speaker ------------------------------------------------------------
+
+/// RFC 6793 section 4.2.2: on a session with an old (2-octet) speaker, a 4-octet AS number in
+/// a path travels as AS_TRANS in AS_PATH with the real numbers in AS4_PATH, which the old
+/// speaker merges back (4.2.3); its own 2-octet path reaches us intact.
+#[test]
+fn bird_two_octet_only_session_carries_four_octet_as_numbers_in_as4_path() {
+    if !require_root("bird_two_octet_only_session_carries_four_octet_as_numbers_in_as4_path") {
+        return;
+    }
+    let mut l = lab(
+        Kind::Bird,
+        "b4o",
+        Options {
+            two_octet_peer: true,
+            ..Options::ebgp()
+        },
+    );
+    l.established();
+    let negotiated =
+        l.us.peer(ip("10.0.0.1"))
+            .expect("peer")
+            .negotiated
+            .expect("negotiated");
+    assert!(
+        !negotiated.four_octet_as,
+        "BIRD with `enable as4 off` makes this a 2-octet session"
+    );
+
+    l.peer.announce(net("10.1.0.0/24"), &RouteAttrs::default());
+    let (r, _) = l.wait_ours("BIRD's route", |l| l.us.best_route(net("10.1.0.0/24")));
+    assert_eq!(
+        r.as_path,
+        vec![EBGP_AS],
+        "2-octet AS_PATH read with the right width"
+    );
+
+    // A route whose path already holds a 4-octet AS (as if learned from a 4-octet neighbour).
+    let big = underroute_bgp::Asn(4_200_000_001);
+    let attrs = PathAttrs {
+        as_path: underroute_bgp::wire::AsPath {
+            segments: vec![underroute_bgp::wire::AsSegment::Sequence(vec![big])],
+        },
+        ..Default::default()
+    };
+    l.originate(vec![(net("10.233.64.0/24"), attrs)]);
+    let theirs = l.wait_theirs(net("10.233.64.0/24"), Family::Ipv4);
+    assert_eq!(
+        theirs.as_path,
+        vec![OUR_AS, big.0],
+        "BIRD rebuilt the 4-octet path from AS4_PATH"
+    );
 }

@@ -32,6 +32,8 @@ pub struct BirdNeighbor {
     pub passive: bool,
     /// `next hop self` on export (useful on iBGP for routes learned elsewhere).
     pub next_hop_self: bool,
+    /// `enable as4 off`: behave as a 2-octet-only speaker (RFC 6793 "OLD" speaker).
+    pub two_octet_only: bool,
 }
 
 impl Default for BirdNeighbor {
@@ -45,6 +47,7 @@ impl Default for BirdNeighbor {
             hold_time: 9,
             passive: false,
             next_hop_self: false,
+            two_octet_only: false,
         }
     }
 }
@@ -156,6 +159,9 @@ impl BirdConfig {
             let _ = writeln!(s, "  error wait time 1, 5;");
             if n.passive {
                 let _ = writeln!(s, "  passive on;");
+            }
+            if n.two_octet_only {
+                let _ = writeln!(s, "  enable as4 off;");
             }
             if let Some(p) = &n.password {
                 let _ = writeln!(s, "  password \"{p}\";");
