@@ -1,8 +1,10 @@
 //! The `underroute` node agent as a library: what the binary is made of.
 //!
+//! - [`config`]: the agent's TOML configuration, strict and with errors that name the key.
 //! - [`testbed`]: throw-away network namespaces with real gobgpd and BIRD peers, used by the
 //!   interop tests and by `underroute demo`.
 
+pub mod config;
 pub mod testbed;
 
 /// The route protocol number (`rtm_protocol`, `ip route ... proto N`) that marks kernel routes
