@@ -22,7 +22,7 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("config/default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read")]
     Read {
         /// The file.
         file: String,

@@ -31,10 +31,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node agent (standalone from a config file).
+    Agent(AgentArgs),
     /// Run the BGP speaker alone, from flags (no kernel programming yet).
     Speaker(SpeakerArgs),
     /// Show the speaker peering with gobgpd and BIRD in throw-away network namespaces.
     Demo,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// TOML configuration file (default: the embedded single-node configuration).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(clap::Args)]
@@ -71,7 +83,18 @@ struct SpeakerArgs {
     count_file: Option<PathBuf>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain: what an operator reads in `kubectl logs`.
+            eprintln!("underroute: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     // The demo prints its own story; the daemon logs at info.
     let default_level = if matches!(cli.command, Command::Demo) {
@@ -87,6 +110,23 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Agent(args) => {
+            let config = match &args.config {
+                Some(path) => underroute::config::Config::load(path)?,
+                None => underroute::config::Config::parse(
+                    underroute::config::EMBEDDED_DEFAULT,
+                    "embedded default",
+                )?,
+            };
+            if args.check {
+                println!("configuration is valid");
+                return Ok(());
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(underroute::agent::run(config))
+        }
         Command::Speaker(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

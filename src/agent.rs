@@ -1,0 +1,47 @@
+//! The node agent: joins the configuration (and, next, the cluster and the pod registry) to the
+//! speaker, and the speaker's best routes to the kernel.
+//!
+//! Today it runs standalone from a config file: it starts the speaker, peers with the
+//! configured peers (mesh members accept only pod-network prefixes), advertises the node's pod
+//! CIDRs, and stops on SIGTERM with Cease / Administrative Shutdown so peers withdraw at once.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use underroute_bgp::speaker::{Shutdown, Speaker};
+use underroute_bgp::wire::PathAttrs;
+
+use crate::config::Config;
+
+/// Run the agent until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    let speaker = Speaker::start(config.speaker())
+        .await
+        .context("starting the BGP speaker")?;
+    for peer in config.peer_configs() {
+        let address = peer.address;
+        speaker
+            .add_peer(peer)
+            .await
+            .with_context(|| format!("adding peer {address}"))?;
+    }
+    let pod_cidrs = config
+        .node
+        .pod_cidrs
+        .iter()
+        .map(|p| (*p, PathAttrs::default()))
+        .collect();
+    speaker.originate(pod_cidrs).await?;
+    tracing::info!(node = %config.node.name, asn = config.node.asn, peers = config.peers.len(), "agent running");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping: withdrawing our routes (Cease / administrative shutdown)");
+    tokio::time::timeout(Duration::from_secs(5), speaker.shutdown(Shutdown::Withdraw))
+        .await
+        .context("shutdown timed out")??;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! `underroute agent --config FILE` as an operator runs it: the real binary, in a namespace,
+//! with a gobgpd top-of-rack router as its peer.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use underroute::testbed::{
+    link_pair, require_root, wait_until, Addrs, Family, GobgpConfig, GobgpNeighbor, Gobgpd, Netns,
+    RouteAttrs,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_underroute");
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("literal")
+}
+
+#[test]
+fn bad_configuration_is_refused_with_file_key_and_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        ("[node]\nname = \"n\"\nrouter_id = \"1.2.3.4\"\nasn = 0\n", "key `node.asn`"),
+        ("[node]\nname = \"n\"\nrouter_id = \"1.2.3.4\"\nasn = 64512\nbogus = 1\n", "unknown field `bogus`"),
+        (
+            "[node]\nname = \"n\"\nrouter_id = \"1.2.3.4\"\nasn = 64512\n[[peer]]\naddress = \"10.0.0.1\"\nasn = 65000\nimport = [\"10.0.0.0/8 le 99\"]\n",
+            "key `peer[0].import[0]`",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        let out = Command::new(BIN)
+            .args(["agent", "--check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} must fail");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(want),
+            "case {i}: {err}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["agent", "--check"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "the embedded default is valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn agent_advertises_pod_cidrs_to_its_top_of_rack_peer_and_withdraws_on_sigterm() {
+    if !require_root("agent_advertises_pod_cidrs_to_its_top_of_rack_peer_and_withdraws_on_sigterm")
+    {
+        return;
+    }
+    let ns_node = Netns::new("agentu").expect("node namespace");
+    let ns_tor = Netns::new("agentt").expect("tor namespace");
+    link_pair(
+        &ns_node,
+        &ns_tor,
+        Addrs::new("10.0.0.2", "fd00::2"),
+        Addrs::new("10.0.0.1", "fd00::1"),
+    )
+    .expect("veth");
+    let tor = Gobgpd::start(
+        &ns_tor,
+        GobgpConfig {
+            router_id: "10.0.0.1".parse().expect("literal"),
+            asn: 65001,
+            neighbors: vec![GobgpNeighbor {
+                address: ip("10.0.0.2"),
+                asn: 64512,
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .expect("gobgpd");
+    let config = ns_node.dir().join("underroute.toml");
+    std::fs::write(
+        &config,
+        r#"
+[node]
+name = "node1"
+router_id = "10.0.0.2"
+asn = 64512
+pod_cidrs = ["10.233.64.0/24"]
+[cluster]
+pod_cidrs = ["10.233.64.0/18"]
+[bgp]
+listen = ["10.0.0.2"]
+hold_time = 9
+connect_retry = 1
+[[peer]]
+address = "10.0.0.1"
+asn = 65001
+accept_default_route = true
+"#,
+    )
+    .expect("write config");
+    let agent = ns_node
+        .spawn(
+            BIN,
+            &["agent", "--config", &config.to_string_lossy()],
+            &ns_node.dir().join("agent.log"),
+        )
+        .expect("start the agent");
+    tor.wait_established(ip("10.0.0.2"), Duration::from_secs(15))
+        .expect("session up");
+    tor.add_route(
+        "0.0.0.0/0".parse().expect("literal"),
+        None,
+        &RouteAttrs::default(),
+    )
+    .expect("default route");
+    let r = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        tor.rib(Family::Ipv4)
+            .ok()?
+            .into_iter()
+            .find(|r| r.prefix == "10.233.64.0/24".parse().expect("literal"))
+    })
+    .expect("the ToR learned the pod CIDR");
+    assert_eq!(r.nexthop, Some(ip("10.0.0.2")));
+    assert_eq!(r.as_path, vec![64512]);
+
+    // SIGTERM without restart intent: Cease / Administrative Shutdown, routes withdrawn at once
+    // (not after a hold time or a graceful-restart timer).
+    agent.signal(libc::SIGTERM).expect("SIGTERM");
+    wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        let gone = !tor
+            .rib(Family::Ipv4)
+            .ok()?
+            .iter()
+            .any(|r| r.as_path == vec![64512]);
+        gone.then_some(())
+    })
+    .expect("pod CIDR withdrawn right after SIGTERM");
+    let v: serde_json::Value = serde_json::from_str(
+        &tor.cli(&["neighbor", "10.0.0.2", "-j"])
+            .expect("gobgp neighbor"),
+    )
+    .expect("json");
+    assert!(
+        v["state"]["messages"]["received"]["notification"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "Cease received: {v}"
+    );
+}
