@@ -1014,6 +1014,72 @@ fn apply_500k_host_routes_timing() {
     println!("apply 500k host routes: {elapsed:?} wall, {cpu:?} cpu");
 }
 
+/// A /proc/self/status figure in KiB (`VmRSS`, `VmHWM`).
+fn proc_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Builds a RIB of `n` host routes from one iBGP peer, as the lab does (800 prefixes per
+/// UPDATE, one attribute set), and prints what it costs in resident memory. UPDATEs are made
+/// one at a time so that the input does not count. Run alone, in release, one size per
+/// process: `cargo test --release -p underroute-bgp rib::tests::memory_500k -- --ignored
+/// --exact --nocapture`.
+fn memory_run(n: u32) {
+    // Resets the peak (VmHWM) to the current RSS: the figure is this RIB's, not the harness's.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let rss0 = proc_status_kib("VmRSS");
+    let mut r = rib();
+    r.peer_up(peer("10.255.0.2", LOCAL_AS));
+    let start = std::time::Instant::now();
+    let cpu_start = thread_cpu_time();
+    let mut apply_time = std::time::Duration::ZERO;
+    for first in (0..n).step_by(800) {
+        let prefixes = (first..n.min(first + 800))
+            .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0A00_0000 + i), 32).unwrap()))
+            .collect();
+        let u = RouteUpdate {
+            announced: vec![Announcement {
+                attrs: attrs(&[], "10.255.0.2"),
+                prefixes,
+            }],
+            ..RouteUpdate::default()
+        };
+        let t = std::time::Instant::now();
+        let o = r.apply(ip("10.255.0.2"), u);
+        apply_time += t.elapsed();
+        assert_eq!(o.changes.len(), o.accepted);
+    }
+    let cpu = thread_cpu_time() - cpu_start;
+    let elapsed = start.elapsed();
+    assert_eq!(r.len(), n as usize);
+    let rss = proc_status_kib("VmRSS") - rss0;
+    let peak = proc_status_kib("VmHWM") - rss0;
+    println!(
+        "{n} routes: RSS +{rss} KiB ({:.1} B/route), peak +{peak} KiB ({:.1} B/route); \
+         apply {apply_time:?} (loop {elapsed:?} wall, {cpu:?} cpu)",
+        rss as f64 * 1024.0 / f64::from(n),
+        peak as f64 * 1024.0 / f64::from(n),
+    );
+    drop(r);
+}
+
+#[test]
+#[ignore = "memory run: cargo test --release -p underroute-bgp rib::tests::memory_100k -- --ignored --exact --nocapture"]
+fn memory_100k() {
+    memory_run(100_000);
+}
+
+#[test]
+#[ignore = "memory run: cargo test --release -p underroute-bgp rib::tests::memory_500k -- --ignored --exact --nocapture"]
+fn memory_500k() {
+    memory_run(500_000);
+}
+
 /// CPU time consumed by this thread.
 fn thread_cpu_time() -> std::time::Duration {
     let mut ts = libc::timespec {
