@@ -925,8 +925,8 @@ fn remove_peer_drops_routes_and_adj_rib_out() {
     let ch: Vec<_> = r
         .loc_rib()
         .map(|(p, b)| BestChange {
-            prefix: *p,
-            best: Some(b.clone()),
+            prefix: p,
+            best: Some(b),
         })
         .collect();
     r.advertise(ip("10.0.0.5"), &ch);
@@ -967,6 +967,14 @@ fn many_prefixes_with_equal_attributes_share_one_allocation() {
     // 100k paths + our clone + the interner's copy.
     assert_eq!(Arc::strong_count(&first), 100_002);
     assert_eq!(r.interned_attributes(), 1);
+}
+
+#[test]
+fn stored_paths_stay_compact() {
+    // Memory: a Loc-RIB slot is what a route costs; 16 bytes of path plus an 8-byte IPv4 key.
+    assert_eq!(std::mem::size_of::<Route>(), 16);
+    assert_eq!(std::mem::size_of::<Dest>(), 16);
+    assert_eq!(std::mem::size_of::<(V4Key, Dest)>(), 24);
 }
 
 #[test]
@@ -1247,7 +1255,7 @@ mod prop {
                     };
                 }
             }
-            let loc: HashMap<IpNet, PathSource> = r.loc_rib().map(|(p, b)| (*p, b.source)).collect();
+            let loc: HashMap<IpNet, PathSource> = r.loc_rib().map(|(p, b)| (p, b.source)).collect();
             prop_assert_eq!(&kernel, &loc);
             let out: HashMap<IpNet, Arc<PathAttrs>> =
                 r.adj_rib_out(ip(WATCHER)).map(|(p, a)| (*p, a.clone())).collect();
@@ -1262,7 +1270,7 @@ mod prop {
                 again.apply(ip(PEERS[p].0), announce(&[PREFIXES[prefix]], a));
             }
             let loc2: HashMap<IpNet, PathSource> =
-                again.loc_rib().map(|(p, b)| (*p, b.source)).collect();
+                again.loc_rib().map(|(p, b)| (p, b.source)).collect();
             prop_assert_eq!(&loc, &loc2);
             let full: HashMap<IpNet, Arc<PathAttrs>> = again
                 .full_table(ip(WATCHER))
