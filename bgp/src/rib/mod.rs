@@ -377,6 +377,8 @@ impl Dest {
 /// slot is an 8-byte key plus a 16-byte [`Dest`] instead of an 18-byte `IpNet` padded to 24.
 trait PrefixKey: std::hash::Hash + Eq + Copy {
     fn net(self) -> IpNet;
+    /// Which of a [`Sharded`] map's shards holds this key.
+    fn shard(&self) -> usize;
 }
 
 /// IPv4 prefixes as `address << 8 | length`.
@@ -394,11 +396,75 @@ impl PrefixKey for V4Key {
             self as u8,
         ))
     }
+
+    fn shard(&self) -> usize {
+        hash::shard_of(*self, SHARDS)
+    }
 }
 
 impl PrefixKey for Ipv6Net {
     fn net(self) -> IpNet {
         IpNet::V6(self)
+    }
+
+    fn shard(&self) -> usize {
+        let a = u128::from(self.addr());
+        let folded = (a as u64) ^ ((a >> 64) as u64) ^ u64::from(self.prefix_len());
+        hash::shard_of(folded, SHARDS)
+    }
+}
+
+/// Shards per family map (a power of two).
+const SHARDS: usize = 64;
+
+/// A prefix map split into [`SHARDS`] maps. A hash map grows by allocating a table twice the
+/// size and moving everything over, so a single map of 500k routes briefly needs one and a
+/// half times its final size; shards grow one at a time, so the peak is the final size plus
+/// one shard's growth.
+#[derive(Debug)]
+struct Sharded<K> {
+    shards: Box<[FastMap<K, Dest>]>,
+}
+
+impl<K: PrefixKey> Default for Sharded<K> {
+    fn default() -> Self {
+        Sharded {
+            shards: (0..SHARDS).map(|_| FastMap::default()).collect(),
+        }
+    }
+}
+
+impl<K: PrefixKey> Sharded<K> {
+    fn get(&self, key: &K) -> Option<&Dest> {
+        self.shards[key.shard()].get(key)
+    }
+
+    fn shard_mut(&mut self, key: &K) -> &mut FastMap<K, Dest> {
+        &mut self.shards[key.shard()]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (IpNet, &Dest)> {
+        self.shards
+            .iter()
+            .flat_map(|m| m.iter().map(|(k, d)| (k.net(), d)))
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(FastMap::len).sum()
+    }
+
+    /// [`scan`] over every shard.
+    fn scan(
+        &mut self,
+        peer: PeerIdx,
+        ctx: &Ctx,
+        changes: &mut Vec<BestChange>,
+        remove: &mut impl FnMut(IpNet, &mut Route) -> bool,
+    ) -> usize {
+        self.shards
+            .iter_mut()
+            .map(|m| scan(m, peer, ctx, changes, remove))
+            .sum()
     }
 }
 
@@ -521,11 +587,11 @@ fn shrink_if_sparse<K: PrefixKey, V>(map: &mut FastMap<K, V>) {
     }
 }
 
-/// The Loc-RIB: candidate paths per prefix, one map per family.
+/// The Loc-RIB: candidate paths per prefix, one sharded map per family.
 #[derive(Debug, Default)]
 struct Table {
-    v4: FastMap<V4Key, Dest>,
-    v6: FastMap<Ipv6Net, Dest>,
+    v4: Sharded<V4Key>,
+    v6: Sharded<Ipv6Net>,
 }
 
 impl Table {
@@ -544,8 +610,11 @@ impl Table {
         changes: &mut Vec<BestChange>,
     ) -> Option<Route> {
         match prefix {
-            IpNet::V4(n) => install(&mut self.v4, v4_key(&n), prefix, route, ctx, changes),
-            IpNet::V6(n) => install(&mut self.v6, n, prefix, route, ctx, changes),
+            IpNet::V4(n) => {
+                let key = v4_key(&n);
+                install(self.v4.shard_mut(&key), key, prefix, route, ctx, changes)
+            }
+            IpNet::V6(n) => install(self.v6.shard_mut(&n), n, prefix, route, ctx, changes),
         }
     }
 
@@ -557,8 +626,11 @@ impl Table {
         changes: &mut Vec<BestChange>,
     ) -> Option<Route> {
         match prefix {
-            IpNet::V4(n) => uninstall(&mut self.v4, v4_key(&n), prefix, peer, ctx, changes),
-            IpNet::V6(n) => uninstall(&mut self.v6, n, prefix, peer, ctx, changes),
+            IpNet::V4(n) => {
+                let key = v4_key(&n);
+                uninstall(self.v4.shard_mut(&key), key, prefix, peer, ctx, changes)
+            }
+            IpNet::V6(n) => uninstall(self.v6.shard_mut(&n), n, prefix, peer, ctx, changes),
         }
     }
 
@@ -573,17 +645,16 @@ impl Table {
     ) -> [usize; 2] {
         let mut removed = [0; 2];
         if families.contains(&Family::Ipv4Unicast) {
-            removed[0] = scan(&mut self.v4, peer, ctx, changes, &mut remove);
+            removed[0] = self.v4.scan(peer, ctx, changes, &mut remove);
         }
         if families.contains(&Family::Ipv6Unicast) {
-            removed[1] = scan(&mut self.v6, peer, ctx, changes, &mut remove);
+            removed[1] = self.v6.scan(peer, ctx, changes, &mut remove);
         }
         removed
     }
 
     fn iter(&self) -> impl Iterator<Item = (IpNet, &Dest)> {
-        let v4 = self.v4.iter().map(|(k, d)| (k.net(), d));
-        v4.chain(self.v6.iter().map(|(k, d)| (k.net(), d)))
+        self.v4.iter().chain(self.v6.iter())
     }
 
     fn len(&self) -> usize {
