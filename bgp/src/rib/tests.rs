@@ -937,6 +937,26 @@ fn remove_peer_drops_routes_and_adj_rib_out() {
     assert!(r.peer(ip("10.0.0.2")).is_none());
 }
 
+#[test]
+fn a_removed_peers_table_slot_serves_a_new_peer_without_its_routes() {
+    // Paths name their peer by an index into the peer table; deconfiguring a peer frees its
+    // index only once its routes are gone, so a new peer never inherits them.
+    let mut r = rib();
+    r.peer_up(peer("10.0.0.2", 64512));
+    r.apply(ip("10.0.0.2"), announce(&[P], attrs(&[64512], "10.0.0.2")));
+    r.remove_peer(ip("10.0.0.2"));
+    r.peer_up(peer("10.0.0.3", 64513));
+    r.apply(
+        ip("10.0.0.3"),
+        announce(&["198.51.100.0/24"], attrs(&[64513], "10.0.0.3")),
+    );
+    assert!(r.best(&net(P)).is_none());
+    assert_eq!(best_source(&r, "198.51.100.0/24"), peer_src("10.0.0.3"));
+    assert_eq!(r.counts(ip("10.0.0.3")).accepted, 1);
+    assert_eq!(r.adj_rib_in(ip("10.0.0.3")).count(), 1);
+    assert_eq!(r.adj_rib_in(ip("10.0.0.2")).count(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Interning and scale.
 
