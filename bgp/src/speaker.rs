@@ -556,8 +556,8 @@ impl Core {
                     .loc_rib()
                     .filter(|(p, _)| family.is_none_or(|f| Family::of(p) == f))
                     .map(|(prefix, _)| RouteEntry {
-                        prefix: *prefix,
-                        paths: self.rib.paths(prefix).to_vec(),
+                        prefix,
+                        paths: self.rib.paths(&prefix),
                     })
                     .collect();
                 out.sort_by_key(|e| e.prefix);
@@ -572,7 +572,6 @@ impl Core {
                         .rib
                         .adj_rib_in(peer)
                         .filter(|(p, _, _)| family.is_none_or(|f| Family::of(p) == f))
-                        .map(|(p, path, ok)| (*p, path.clone(), ok))
                         .collect();
                     v.sort_by_key(|e| e.0);
                     Ok(v)
@@ -602,8 +601,8 @@ impl Core {
                     .rib
                     .loc_rib()
                     .map(|(prefix, path)| BestChange {
-                        prefix: *prefix,
-                        best: Some(path.clone()),
+                        prefix,
+                        best: Some(path),
                     })
                     .collect();
                 self.subscribers.push(tx);

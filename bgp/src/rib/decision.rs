@@ -11,10 +11,38 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::types::Asn;
-use crate::wire::attribute::{AsPath, AsSegment};
+use crate::types::{Asn, RouterId};
+use crate::wire::attribute::{AsPath, AsSegment, PathAttrs};
 
 use super::{Path, PathSource};
+
+/// What the decision process reads of a candidate. The RIB stores paths compactly and looks up
+/// the peer-dependent parts in its peer table; the public [`Path`] carries them itself.
+pub(crate) trait Candidate {
+    /// The path's attributes.
+    fn attrs(&self) -> &PathAttrs;
+    /// Where it came from.
+    fn source(&self) -> PathSource;
+    /// Learned over iBGP.
+    fn ibgp(&self) -> bool;
+    /// BGP identifier of the peer it was learned from (ours for local paths).
+    fn peer_router_id(&self) -> RouterId;
+}
+
+impl Candidate for Path {
+    fn attrs(&self) -> &PathAttrs {
+        &self.attrs
+    }
+    fn source(&self) -> PathSource {
+        self.source
+    }
+    fn ibgp(&self) -> bool {
+        self.ibgp
+    }
+    fn peer_router_id(&self) -> RouterId {
+        self.peer_router_id
+    }
+}
 
 /// LOCAL_PREF assumed when a path has none (RFC 4271 section 5.1.5 leaves it to us; 100 is what
 /// every implementation uses).
@@ -23,8 +51,12 @@ pub const DEFAULT_LOCAL_PREF: u32 = 100;
 /// The degree of preference of a path: its LOCAL_PREF for local and iBGP-learned paths, the
 /// default for eBGP-learned ones (a LOCAL_PREF received over eBGP is ignored, RFC 4271 5.1.5).
 pub fn local_pref(path: &Path) -> u32 {
-    if path.ibgp || path.source == PathSource::Local {
-        path.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)
+    degree_of_preference(path)
+}
+
+fn degree_of_preference(c: &impl Candidate) -> u32 {
+    if c.ibgp() || c.source() == PathSource::Local {
+        c.attrs().local_pref.unwrap_or(DEFAULT_LOCAL_PREF)
     } else {
         DEFAULT_LOCAL_PREF
     }
@@ -58,12 +90,14 @@ pub fn neighbour_as(path: &AsPath) -> Option<Asn> {
 
 /// The "router id" tie-breaker: ORIGINATOR_ID when a reflector set one (RFC 4456 section 9),
 /// otherwise the BGP identifier of the peer we learned the path from.
-pub fn tie_break_router_id(path: &Path) -> Ipv4Addr {
-    path.attrs.originator_id.unwrap_or(path.peer_router_id.0)
+pub fn tie_break_router_id(path: &impl Candidate) -> Ipv4Addr {
+    path.attrs()
+        .originator_id
+        .unwrap_or(path.peer_router_id().0)
 }
 
-fn peer_address(path: &Path) -> IpAddr {
-    match path.source {
+fn peer_address(path: &impl Candidate) -> IpAddr {
+    match path.source() {
         PathSource::Peer(a) => a,
         // Local paths won at step (b) long before this; any fixed value will do.
         PathSource::Local => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -71,35 +105,42 @@ fn peer_address(path: &Path) -> IpAddr {
 }
 
 /// Keeps only the candidates whose key is minimal.
-fn keep_min<K: Ord>(paths: &[Path], cands: &mut Vec<usize>, key: impl Fn(&Path) -> K) {
+fn keep_min<C: Candidate, K: Ord>(
+    path: &impl Fn(usize) -> C,
+    cands: &mut Vec<usize>,
+    key: impl Fn(&C) -> K,
+) {
     if cands.len() < 2 {
         return;
     }
-    let Some(min) = cands.iter().map(|&i| key(&paths[i])).min() else {
+    let Some(min) = cands.iter().map(|&i| key(&path(i))).min() else {
         return;
     };
-    cands.retain(|&i| key(&paths[i]) == min);
+    cands.retain(|&i| key(&path(i)) == min);
 }
 
-/// Index of the best path among `paths` (which must not be empty).
-pub fn best_index(paths: &[Path]) -> usize {
-    if paths.len() < 2 {
+/// Index of the best of `len` candidates (at least one), `path(i)` giving candidate `i`.
+pub(crate) fn best_index<C: Candidate>(len: usize, path: impl Fn(usize) -> C) -> usize {
+    if len < 2 {
         return 0;
     }
-    let mut c: Vec<usize> = (0..paths.len()).collect();
+    let paths = &path;
+    let mut c: Vec<usize> = (0..len).collect();
     // (a, RFC 4271 9.1.1) highest degree of preference.
-    keep_min(paths, &mut c, |p| std::cmp::Reverse(local_pref(p)));
+    keep_min(paths, &mut c, |p| {
+        std::cmp::Reverse(degree_of_preference(p))
+    });
     // Locally originated beats learned (the "weight"/"local route" step most speakers place
     // here; RFC 4271 leaves it to local policy).
-    keep_min(paths, &mut c, |p| p.source != PathSource::Local);
+    keep_min(paths, &mut c, |p| p.source() != PathSource::Local);
     // (a) shortest AS_PATH.
-    keep_min(paths, &mut c, |p| as_path_len(&p.attrs.as_path));
+    keep_min(paths, &mut c, |p| as_path_len(&p.attrs().as_path));
     // (b) lowest ORIGIN.
-    keep_min(paths, &mut c, |p| p.attrs.origin);
+    keep_min(paths, &mut c, |p| p.attrs().origin);
     // (c) MED, only among paths from the same neighbouring AS; a missing MED is 0.
     if c.len() > 1 {
-        let med = |i: usize| paths[i].attrs.med.unwrap_or(0);
-        let nas = |i: usize| neighbour_as(&paths[i].attrs.as_path);
+        let med = |i: usize| paths(i).attrs().med.unwrap_or(0);
+        let nas = |i: usize| neighbour_as(&paths(i).attrs().as_path);
         let snapshot = c.clone();
         c.retain(|&i| {
             !snapshot
@@ -108,13 +149,13 @@ pub fn best_index(paths: &[Path]) -> usize {
         });
     }
     // (d) eBGP-learned over iBGP-learned.
-    keep_min(paths, &mut c, |p| p.ibgp);
+    keep_min(paths, &mut c, |p| p.ibgp());
     // (e) is IGP cost to the next hop: we run no IGP, so every next hop costs the same.
     // (f) lowest BGP identifier / ORIGINATOR_ID.
-    keep_min(paths, &mut c, tie_break_router_id);
+    keep_min(paths, &mut c, |p| tie_break_router_id(p));
     // RFC 4456 section 9: shorter CLUSTER_LIST.
-    keep_min(paths, &mut c, |p| p.attrs.cluster_list.len());
+    keep_min(paths, &mut c, |p| p.attrs().cluster_list.len());
     // (g) lowest peer address.
-    keep_min(paths, &mut c, peer_address);
+    keep_min(paths, &mut c, |p| peer_address(p));
     c[0]
 }

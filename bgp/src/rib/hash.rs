@@ -20,6 +20,13 @@ fn fold_mul(a: u64, b: u64) -> u64 {
     (full as u64) ^ ((full >> 64) as u64)
 }
 
+/// Which of `shards` (a power of two) buckets `v` belongs to. Unseeded on purpose: a chosen
+/// set of keys can at worst land in one shard, which is then an ordinary single map.
+pub(crate) fn shard_of(v: u64, shards: usize) -> usize {
+    // The top bits of the folded product depend on every bit of `v`.
+    (fold_mul(v, MULTIPLIER) >> (64 - shards.trailing_zeros())) as usize
+}
+
 /// Builds [`SeededHasher`]s, all with this map's random seed.
 #[derive(Debug, Clone)]
 pub(crate) struct SeededBuild {
@@ -113,5 +120,14 @@ mod tests {
         }
         assert!(low.len() > 2400, "low bits poorly spread: {}", low.len());
         assert_eq!(top.len(), 128);
+    }
+
+    #[test]
+    fn neighbouring_prefixes_spread_over_shards() {
+        let mut count = [0usize; 64];
+        for i in 0..64_000u64 {
+            count[shard_of((0x0A00_0000 + i) << 8 | 32, 64)] += 1;
+        }
+        assert!(count.iter().all(|&c| (800..1200).contains(&c)), "{count:?}");
     }
 }

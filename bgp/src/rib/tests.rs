@@ -925,8 +925,8 @@ fn remove_peer_drops_routes_and_adj_rib_out() {
     let ch: Vec<_> = r
         .loc_rib()
         .map(|(p, b)| BestChange {
-            prefix: *p,
-            best: Some(b.clone()),
+            prefix: p,
+            best: Some(b),
         })
         .collect();
     r.advertise(ip("10.0.0.5"), &ch);
@@ -935,6 +935,26 @@ fn remove_peer_drops_routes_and_adj_rib_out() {
     assert!(r.is_empty());
     assert_eq!(r.adj_rib_out(ip("10.0.0.5")).count(), 0);
     assert!(r.peer(ip("10.0.0.2")).is_none());
+}
+
+#[test]
+fn a_removed_peers_table_slot_serves_a_new_peer_without_its_routes() {
+    // Paths name their peer by an index into the peer table; deconfiguring a peer frees its
+    // index only once its routes are gone, so a new peer never inherits them.
+    let mut r = rib();
+    r.peer_up(peer("10.0.0.2", 64512));
+    r.apply(ip("10.0.0.2"), announce(&[P], attrs(&[64512], "10.0.0.2")));
+    r.remove_peer(ip("10.0.0.2"));
+    r.peer_up(peer("10.0.0.3", 64513));
+    r.apply(
+        ip("10.0.0.3"),
+        announce(&["198.51.100.0/24"], attrs(&[64513], "10.0.0.3")),
+    );
+    assert!(r.best(&net(P)).is_none());
+    assert_eq!(best_source(&r, "198.51.100.0/24"), peer_src("10.0.0.3"));
+    assert_eq!(r.counts(ip("10.0.0.3")).accepted, 1);
+    assert_eq!(r.adj_rib_in(ip("10.0.0.3")).count(), 1);
+    assert_eq!(r.adj_rib_in(ip("10.0.0.2")).count(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -967,6 +987,14 @@ fn many_prefixes_with_equal_attributes_share_one_allocation() {
     // 100k paths + our clone + the interner's copy.
     assert_eq!(Arc::strong_count(&first), 100_002);
     assert_eq!(r.interned_attributes(), 1);
+}
+
+#[test]
+fn stored_paths_stay_compact() {
+    // Memory: a Loc-RIB slot is what a route costs; 16 bytes of path plus an 8-byte IPv4 key.
+    assert_eq!(std::mem::size_of::<Route>(), 16);
+    assert_eq!(std::mem::size_of::<Dest>(), 16);
+    assert_eq!(std::mem::size_of::<(V4Key, Dest)>(), 24);
 }
 
 #[test]
@@ -1012,6 +1040,72 @@ fn apply_500k_host_routes_timing() {
     assert_eq!(r.len(), 500_000);
     // CPU time is what to compare on a shared machine; wall time includes waiting for a core.
     println!("apply 500k host routes: {elapsed:?} wall, {cpu:?} cpu");
+}
+
+/// A /proc/self/status figure in KiB (`VmRSS`, `VmHWM`).
+fn proc_status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Builds a RIB of `n` host routes from one iBGP peer, as the lab does (800 prefixes per
+/// UPDATE, one attribute set), and prints what it costs in resident memory. UPDATEs are made
+/// one at a time so that the input does not count. Run alone, in release, one size per
+/// process: `cargo test --release -p underroute-bgp rib::tests::memory_500k -- --ignored
+/// --exact --nocapture`.
+fn memory_run(n: u32) {
+    // Resets the peak (VmHWM) to the current RSS: the figure is this RIB's, not the harness's.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let rss0 = proc_status_kib("VmRSS");
+    let mut r = rib();
+    r.peer_up(peer("10.255.0.2", LOCAL_AS));
+    let start = std::time::Instant::now();
+    let cpu_start = thread_cpu_time();
+    let mut apply_time = std::time::Duration::ZERO;
+    for first in (0..n).step_by(800) {
+        let prefixes = (first..n.min(first + 800))
+            .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0A00_0000 + i), 32).unwrap()))
+            .collect();
+        let u = RouteUpdate {
+            announced: vec![Announcement {
+                attrs: attrs(&[], "10.255.0.2"),
+                prefixes,
+            }],
+            ..RouteUpdate::default()
+        };
+        let t = std::time::Instant::now();
+        let o = r.apply(ip("10.255.0.2"), u);
+        apply_time += t.elapsed();
+        assert_eq!(o.changes.len(), o.accepted);
+    }
+    let cpu = thread_cpu_time() - cpu_start;
+    let elapsed = start.elapsed();
+    assert_eq!(r.len(), n as usize);
+    let rss = proc_status_kib("VmRSS") - rss0;
+    let peak = proc_status_kib("VmHWM") - rss0;
+    println!(
+        "{n} routes: RSS +{rss} KiB ({:.1} B/route), peak +{peak} KiB ({:.1} B/route); \
+         apply {apply_time:?} (loop {elapsed:?} wall, {cpu:?} cpu)",
+        rss as f64 * 1024.0 / f64::from(n),
+        peak as f64 * 1024.0 / f64::from(n),
+    );
+    drop(r);
+}
+
+#[test]
+#[ignore = "memory run: cargo test --release -p underroute-bgp rib::tests::memory_100k -- --ignored --exact --nocapture"]
+fn memory_100k() {
+    memory_run(100_000);
+}
+
+#[test]
+#[ignore = "memory run: cargo test --release -p underroute-bgp rib::tests::memory_500k -- --ignored --exact --nocapture"]
+fn memory_500k() {
+    memory_run(500_000);
 }
 
 /// CPU time consumed by this thread.
@@ -1181,7 +1275,7 @@ mod prop {
                     };
                 }
             }
-            let loc: HashMap<IpNet, PathSource> = r.loc_rib().map(|(p, b)| (*p, b.source)).collect();
+            let loc: HashMap<IpNet, PathSource> = r.loc_rib().map(|(p, b)| (p, b.source)).collect();
             prop_assert_eq!(&kernel, &loc);
             let out: HashMap<IpNet, Arc<PathAttrs>> =
                 r.adj_rib_out(ip(WATCHER)).map(|(p, a)| (*p, a.clone())).collect();
@@ -1196,7 +1290,7 @@ mod prop {
                 again.apply(ip(PEERS[p].0), announce(&[PREFIXES[prefix]], a));
             }
             let loc2: HashMap<IpNet, PathSource> =
-                again.loc_rib().map(|(p, b)| (*p, b.source)).collect();
+                again.loc_rib().map(|(p, b)| (p, b.source)).collect();
             prop_assert_eq!(&loc, &loc2);
             let full: HashMap<IpNet, Arc<PathAttrs>> = again
                 .full_table(ip(WATCHER))
