@@ -1,8 +1,12 @@
 //! The `underroute` node agent as a library: what the binary is made of.
 //!
+//! - [`api`]: the GoBGP-compatible gRPC API the agent serves.
+//! - [`cli`]: `underroute global|neighbor`, gobgp's commands and output over that API.
 //! - [`testbed`]: throw-away network namespaces with real gobgpd and BIRD peers, used by the
 //!   interop tests and by `underroute demo`.
 
+pub mod api;
+pub mod cli;
 pub mod testbed;
 
 /// The route protocol number (`rtm_protocol`, `ip route ... proto N`) that marks kernel routes

@@ -69,6 +69,18 @@ struct SpeakerArgs {
     /// Write the number of Loc-RIB prefixes to this file whenever it changes.
     #[arg(long)]
     count_file: Option<PathBuf>,
+    /// Serve the GoBGP-compatible API on this address (`--api` alone: 127.0.0.1:50051).
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:50051")]
+    api: Option<SocketAddr>,
+    /// Serve the API on this unix socket too.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
+    /// Let API clients enable, disable and reset peers (read-only otherwise).
+    #[arg(long)]
+    api_allow_mutations: bool,
+    /// Allow a non-loopback --api address (the API has no authentication).
+    #[arg(long)]
+    api_allow_remote: bool,
 }
 
 fn main() -> Result<()> {
@@ -148,6 +160,18 @@ async fn run_speaker(args: SpeakerArgs) -> Result<()> {
                 .collect(),
         )
         .await?;
+    if args.api.is_some() || args.api_socket.is_some() {
+        underroute::api::server::spawn(
+            speaker.clone(),
+            underroute::api::server::ApiConfig {
+                listen: args.api.into_iter().collect(),
+                socket: args.api_socket.clone(),
+                allow_mutations: args.api_allow_mutations,
+                allow_remote: args.api_allow_remote,
+            },
+        )
+        .await?;
+    }
     let (snapshot, mut changes) = speaker.subscribe().await?;
     let mut count = snapshot.len();
     let mut written = None;
