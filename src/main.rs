@@ -35,6 +35,20 @@ enum Command {
     Speaker(SpeakerArgs),
     /// Show the speaker peering with gobgpd and BIRD in throw-away network namespaces.
     Demo,
+    /// gobgp's `global`: `global`, `global rib [-a ipv4|ipv6] [PREFIX [longer-prefixes|shorter-prefixes]]`,
+    /// `global rib summary`.
+    Global(CliArgs),
+    /// gobgp's `neighbor`: `neighbor`, `neighbor ADDR`, `neighbor ADDR adj-in|adj-out|local`,
+    /// `neighbor ADDR reset|softreset|softresetin|softresetout|enable|disable`.
+    Neighbor(CliArgs),
+}
+
+#[derive(clap::Args)]
+struct CliArgs {
+    #[command(flatten)]
+    opts: underroute::cli::Options,
+    /// The command words, as gobgp's.
+    args: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -86,7 +100,10 @@ struct SpeakerArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // The demo prints its own story; the daemon logs at info.
-    let default_level = if matches!(cli.command, Command::Demo) {
+    let default_level = if matches!(
+        cli.command,
+        Command::Demo | Command::Global(_) | Command::Neighbor(_)
+    ) {
         "warn"
     } else {
         "info"
@@ -106,6 +123,25 @@ fn main() -> Result<()> {
             rt.block_on(run_speaker(args))
         }
         Command::Demo => demo::run(),
+        Command::Global(args) => run_cli(underroute::cli::Top::Global, args),
+        Command::Neighbor(args) => run_cli(underroute::cli::Top::Neighbor, args),
+    }
+}
+
+/// Run a gobgp-style command; like gobgp, errors go to stdout and the exit status is 1.
+fn run_cli(top: underroute::cli::Top, args: CliArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(underroute::cli::run(top, &args.opts, &args.args)) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(e) => {
+            print!("{}", underroute::cli::error_text(&e, args.opts.json));
+            std::process::exit(1);
+        }
     }
 }
 

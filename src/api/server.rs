@@ -267,7 +267,10 @@ impl GobgpApi for GobgpService {
         };
         let config = self.speaker.config();
         let mut out = Vec::new();
-        for s in self.speaker.peers().await.map_err(speaker_status)? {
+        let mut peers = self.speaker.peers().await.map_err(speaker_status)?;
+        // A stable order, so that two listings of the same state are equal.
+        peers.sort_by_key(|p| (p.config.address.is_ipv6(), p.config.address));
+        for s in peers {
             if want.is_some_and(|w| w != s.config.address) {
                 continue;
             }
