@@ -83,7 +83,7 @@ fn session_state_name(v: i32) -> String {
 pub fn counters(p: &apipb::Peer, family: Option<&apipb::Family>) -> (u64, u64, u64) {
     let mut c = (0, 0, 0);
     for a in &p.afi_safis {
-        let st = a.state.clone().unwrap_or_default();
+        let st = a.state.unwrap_or_default();
         if let Some(f) = family {
             if st.family.as_ref() != Some(f) {
                 continue;
@@ -407,9 +407,9 @@ fn capabilities(st: &apipb::PeerState) -> String {
 pub fn neighbor(p: &apipb::Peer, family: Option<&apipb::Family>, now: i64) -> String {
     let st = p.state.clone().unwrap_or_default();
     let conf = p.conf.clone().unwrap_or_default();
-    let timers = p.timers.clone().unwrap_or_default();
-    let tstate = timers.state.clone().unwrap_or_default();
-    let tconf = timers.config.clone().unwrap_or_default();
+    let timers = p.timers.unwrap_or_default();
+    let tstate = timers.state.unwrap_or_default();
+    let tconf = timers.config.unwrap_or_default();
     let mut s = format!(
         "BGP neighbor is {}, remote AS {}",
         st.neighbor_address,
@@ -442,7 +442,7 @@ pub fn neighbor(p: &apipb::Peer, family: Option<&apipb::Family>, now: i64) -> St
     }
     s += &format!(
         "  BGP OutQ = {}, Flops = {}\n",
-        st.queues.clone().unwrap_or_default().output,
+        st.queues.unwrap_or_default().output,
         st.flops
     );
     s += &format!(
@@ -469,7 +469,7 @@ pub fn neighbor(p: &apipb::Peer, family: Option<&apipb::Family>, now: i64) -> St
     s += "  Neighbor capabilities:\n";
     s += &capabilities(&st);
     let (rx, acc, adv) = counters(p, family);
-    let msgs = st.messages.clone().unwrap_or_default();
+    let msgs = st.messages.unwrap_or_default();
     let (sent, rcvd) = (
         msgs.sent.unwrap_or_default(),
         msgs.received.unwrap_or_default(),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, ReflectMessage, Value};
+use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage, Value};
 
 use super::format::{nlri_text, Attr};
 use crate::api::{apipb, DESCRIPTOR_SET};
@@ -88,12 +88,12 @@ fn write_message(m: &DynamicMessage, out: &mut String) {
         first = false;
         out.push_str(&string(field.name()));
         out.push(':');
-        write_value(value.as_ref(), &field.kind(), out);
+        write_value(value.as_ref(), out);
     }
     out.push('}');
 }
 
-fn write_value(v: &Value, kind: &Kind, out: &mut String) {
+fn write_value(v: &Value, out: &mut String) {
     match v {
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::I32(n) => out.push_str(&n.to_string()),
@@ -114,7 +114,7 @@ fn write_value(v: &Value, kind: &Kind, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(item, kind, out);
+                write_value(item, out);
             }
             out.push(']');
         }
