@@ -1,11 +1,15 @@
 //! The `underroute` node agent as a library: what the binary is made of.
 //!
 //! - [`agent`]: the node agent (standalone from a config file).
+//! - [`api`]: the GoBGP-compatible gRPC API the agent serves.
+//! - [`cli`]: `underroute global|neighbor`, gobgp's commands and output over that API.
 //! - [`config`]: the agent's TOML configuration, strict and with errors that name the key.
 //! - [`testbed`]: throw-away network namespaces with real gobgpd and BIRD peers, used by the
 //!   interop tests and by `underroute demo`.
 
 pub mod agent;
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod testbed;
 

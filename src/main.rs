@@ -37,6 +37,20 @@ enum Command {
     Speaker(SpeakerArgs),
     /// Show the speaker peering with gobgpd and BIRD in throw-away network namespaces.
     Demo,
+    /// gobgp's `global`: `global`, `global rib [-a ipv4|ipv6] [PREFIX [longer-prefixes|shorter-prefixes]]`,
+    /// `global rib summary`.
+    Global(CliArgs),
+    /// gobgp's `neighbor`: `neighbor`, `neighbor ADDR`, `neighbor ADDR adj-in|adj-out|local`,
+    /// `neighbor ADDR reset|softreset|softresetin|softresetout|enable|disable`.
+    Neighbor(CliArgs),
+}
+
+#[derive(clap::Args)]
+struct CliArgs {
+    #[command(flatten)]
+    opts: underroute::cli::Options,
+    /// The command words, as gobgp's.
+    args: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -81,6 +95,18 @@ struct SpeakerArgs {
     /// Write the number of Loc-RIB prefixes to this file whenever it changes.
     #[arg(long)]
     count_file: Option<PathBuf>,
+    /// Serve the GoBGP-compatible API on this address (`--api` alone: 127.0.0.1:50051).
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:50051")]
+    api: Option<SocketAddr>,
+    /// Serve the API on this unix socket too.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
+    /// Let API clients enable, disable and reset peers (read-only otherwise).
+    #[arg(long)]
+    api_allow_mutations: bool,
+    /// Allow a non-loopback --api address (the API has no authentication).
+    #[arg(long)]
+    api_allow_remote: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,7 +123,10 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     // The demo prints its own story; the daemon logs at info.
-    let default_level = if matches!(cli.command, Command::Demo) {
+    let default_level = if matches!(
+        cli.command,
+        Command::Demo | Command::Global(_) | Command::Neighbor(_)
+    ) {
         "warn"
     } else {
         "info"
@@ -134,6 +163,25 @@ fn run() -> Result<()> {
             rt.block_on(run_speaker(args))
         }
         Command::Demo => demo::run(),
+        Command::Global(args) => run_cli(underroute::cli::Top::Global, args),
+        Command::Neighbor(args) => run_cli(underroute::cli::Top::Neighbor, args),
+    }
+}
+
+/// Run a gobgp-style command; like gobgp, errors go to stdout and the exit status is 1.
+fn run_cli(top: underroute::cli::Top, args: CliArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(underroute::cli::run(top, &args.opts, &args.args)) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(e) => {
+            print!("{}", underroute::cli::error_text(&e, args.opts.json));
+            std::process::exit(1);
+        }
     }
 }
 
@@ -188,6 +236,18 @@ async fn run_speaker(args: SpeakerArgs) -> Result<()> {
                 .collect(),
         )
         .await?;
+    if args.api.is_some() || args.api_socket.is_some() {
+        underroute::api::server::spawn(
+            speaker.clone(),
+            underroute::api::server::ApiConfig {
+                listen: args.api.into_iter().collect(),
+                socket: args.api_socket.clone(),
+                allow_mutations: args.api_allow_mutations,
+                allow_remote: args.api_allow_remote,
+            },
+        )
+        .await?;
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // Polling the size is cheaper than following every change when all we report is a count.
     let mut tick = tokio::time::interval(Duration::from_millis(20));
