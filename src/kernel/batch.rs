@@ -102,7 +102,8 @@ impl Netlink {
             }
             // Only the packet's last message asks for an ACK: its arrival means the kernel has
             // handled the whole packet, and failures of the others were reported before it.
-            let flags = u16::from_ne_bytes([self.tx[last_at + 6], self.tx[last_at + 7]]) | NLM_F_ACK;
+            let flags =
+                u16::from_ne_bytes([self.tx[last_at + 6], self.tx[last_at + 7]]) | NLM_F_ACK;
             self.tx[last_at + 6..last_at + 8].copy_from_slice(&flags.to_ne_bytes());
             let last_seq = self.seq;
             self.sock.send(&self.tx, 0).map_err(io_err("sendmsg"))?;
@@ -270,4 +271,3 @@ pub(crate) fn for_each_message(buf: &[u8], mut f: impl FnMut(&NetlinkHeader, &[u
         f(&h, &s[16..]);
     });
 }
-

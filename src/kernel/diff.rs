@@ -78,7 +78,9 @@ fn resolve(
     let mut out = Vec::with_capacity(hops.len());
     let mut why = None;
     for h in hops {
-        if h.gateway.is_some_and(|g| g.is_ipv4() != prefix.addr().is_ipv4()) {
+        if h.gateway
+            .is_some_and(|g| g.is_ipv4() != prefix.addr().is_ipv4())
+        {
             why = Some("gateway of the other address family".to_string());
             continue;
         }
@@ -226,10 +228,9 @@ pub fn plan(cfg: &KernelConfig, target: &Target, obs: &Observed) -> Plan {
     p.rule_dels = seen_rules.difference(&target.rules).copied().collect();
     // Device routes first (gateways in the same batch resolve through them), then by key so
     // batches are deterministic.
-    p.route_adds
-        .sort_by(|a, b| (!a.1.is_device_route(), a.0).cmp(&(!b.1.is_device_route(), b.0)));
+    p.route_adds.sort_by_key(|a| (!a.1.is_device_route(), a.0));
     p.route_replaces
-        .sort_by(|a, b| (!a.1.is_device_route(), a.0).cmp(&(!b.1.is_device_route(), b.0)));
+        .sort_by_key(|a| (!a.1.is_device_route(), a.0));
     p.route_dels.sort();
     p.conflicts.sort();
     p
@@ -272,7 +273,9 @@ mod tests {
         for (p, gws) in list {
             d.insert(
                 p.parse().unwrap(),
-                gws.iter().map(|g| NextHop::via(g.parse().unwrap())).collect(),
+                gws.iter()
+                    .map(|g| NextHop::via(g.parse().unwrap()))
+                    .collect(),
             );
         }
         d
@@ -432,7 +435,10 @@ mod tests {
         };
         let p = plan(&cfg, &target(&cfg, Some(&DesiredRoutes::new()), &obs), &obs);
         assert_eq!(p.rule_adds.len(), 1);
-        assert_eq!(p.rule_adds[0].from, "192.168.1.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            p.rule_adds[0].from,
+            "192.168.1.1".parse::<std::net::IpAddr>().unwrap()
+        );
         assert_eq!(p.rule_dels.len(), 1);
         assert_eq!(p.route_adds.len(), 1, "the subnet route of the new table");
     }

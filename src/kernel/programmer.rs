@@ -104,7 +104,10 @@ pub struct Handle {
 }
 
 impl Handle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, KernelError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, KernelError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(make(tx))
@@ -137,10 +140,12 @@ impl Handle {
 
     /// Re-reads the kernel and converges now.
     pub async fn resync(&self) -> Result<Report, KernelError> {
-        self.ask(Command::Resync).await?.map_err(|e| KernelError::Io {
-            what: "reconcile",
-            source: std::io::Error::other(e),
-        })
+        self.ask(Command::Resync)
+            .await?
+            .map_err(|e| KernelError::Io {
+                what: "reconcile",
+                source: std::io::Error::other(e),
+            })
     }
 
     /// Counters and status.
@@ -200,11 +205,7 @@ impl Programmer {
     }
 }
 
-async fn task(
-    engine: Engine,
-    mut rx: mpsc::Receiver<Command>,
-    mut kick: mpsc::Receiver<()>,
-) {
+async fn task(engine: Engine, mut rx: mpsc::Receiver<Command>, mut kick: mpsc::Receiver<()>) {
     let mut resync = tokio::time::interval(engine.cfg.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut engine = Some(engine);
@@ -408,7 +409,8 @@ impl Engine {
                         _ => &plan.route_replaces[i],
                     };
                     // EEXIST on create: the route is already there (a race with our own view).
-                    let ok = errno == 0 || (errno == libc::EEXIST && matches!(tag, Tag::RouteAdd(_)));
+                    let ok =
+                        errno == 0 || (errno == libc::EEXIST && matches!(tag, Tag::RouteAdd(_)));
                     if ok {
                         if matches!(tag, Tag::RouteAdd(_)) {
                             report.added += 1;
@@ -470,17 +472,19 @@ impl Engine {
             obs.routes
                 .retain(|r| r.protocol != proto || !gone.contains(&r.key));
         }
-        obs.routes.extend(written.into_iter().map(|(key, spec)| ObservedRoute {
-            key,
-            protocol: proto,
-            spec,
-        }));
+        obs.routes
+            .extend(written.into_iter().map(|(key, spec)| ObservedRoute {
+                key,
+                protocol: proto,
+                spec,
+            }));
         obs.rules
             .retain(|r| r.protocol != proto || !rules_gone.contains(&r.spec));
-        obs.rules.extend(rules_added.into_iter().map(|spec| ObservedRule {
-            spec,
-            protocol: proto,
-        }));
+        obs.rules
+            .extend(rules_added.into_iter().map(|spec| ObservedRule {
+                spec,
+                protocol: proto,
+            }));
 
         for f in failures.iter().take(5) {
             tracing::warn!(table = f.key.table, prefix = %f.key.prefix, reason = %f.reason,
@@ -494,7 +498,10 @@ impl Engine {
                 "wanted prefixes are held by routes of other protocols; left alone");
         }
         if repaired > 0 {
-            tracing::info!(repaired, "restored routes or rules of ours that were removed");
+            tracing::info!(
+                repaired,
+                "restored routes or rules of ours that were removed"
+            );
         }
 
         self.owned_before = obs
@@ -549,7 +556,10 @@ impl Engine {
                 }
             }
         }
-        for m in self.nl.dump("routes", M::GetRoute(RouteMessage::default()))? {
+        for m in self
+            .nl
+            .dump("routes", M::GetRoute(RouteMessage::default()))?
+        {
             if let M::NewRoute(r) = m {
                 if let Some(route) = routes::decode(&r) {
                     obs.routes.push(route);

@@ -201,15 +201,20 @@ fn family_of(prefix: &IpNet) -> AddressFamily {
 }
 
 fn header(key: &RouteKey, protocol: u8) -> RouteHeader {
-    let mut h = RouteHeader::default();
-    h.address_family = family_of(&key.prefix);
-    h.destination_prefix_length = key.prefix.prefix_len();
-    // Tables above 255 only fit in RTA_TABLE; the header then says RT_TABLE_COMPAT (252) as
-    // iproute2 does. We always send RTA_TABLE.
-    h.table = if key.table < 256 { key.table as u8 } else { 252 };
-    h.protocol = RouteProtocol::from(protocol);
-    h.kind = RouteType::Unicast;
-    h
+    RouteHeader {
+        address_family: family_of(&key.prefix),
+        destination_prefix_length: key.prefix.prefix_len(),
+        // Tables above 255 only fit in RTA_TABLE; the header then says RT_TABLE_COMPAT (252)
+        // as iproute2 does. We always send RTA_TABLE.
+        table: if key.table < 256 {
+            key.table as u8
+        } else {
+            252
+        },
+        protocol: RouteProtocol::from(protocol),
+        kind: RouteType::Unicast,
+        ..RouteHeader::default()
+    }
 }
 
 fn dst_attr(key: &RouteKey) -> Option<RouteAttribute> {

@@ -335,11 +335,7 @@ mod tests {
         );
         let plan = plan_tables(&cfg(), &links, &addrs, &[&main_default], &[pod]);
         assert_eq!(plan.rules.len(), 2);
-        let t_eth0 = plan
-            .tables
-            .iter()
-            .find(|t| t.interface == "eth0")
-            .unwrap();
+        let t_eth0 = plan.tables.iter().find(|t| t.interface == "eth0").unwrap();
         assert_eq!(t_eth0.gateway, "192.168.1.254".parse().ok());
         let in_eth0: Vec<String> = plan
             .routes
@@ -352,11 +348,7 @@ mod tests {
             ["192.168.1.0/24", "0.0.0.0/0", "10.254.0.5/32"].map(String::from)
         );
         // eth1 has no gateway in main: subnet and pod routes only.
-        let t_eth1 = plan
-            .tables
-            .iter()
-            .find(|t| t.interface == "eth1")
-            .unwrap();
+        let t_eth1 = plan.tables.iter().find(|t| t.interface == "eth1").unwrap();
         assert_eq!(t_eth1.gateway, None);
         assert_eq!(
             plan.routes
