@@ -42,6 +42,11 @@ fn settle(p: &NsProgrammer) {
 }
 
 fn run(label: &str, tables: bool) {
+    // UR_LOG=underroute=debug shows where a reconcile spends its time.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("UR_LOG"))
+        .with_test_writer()
+        .try_init();
     let k = k();
     let ns = Netns::new("kbench").expect("namespace");
     let peer = Netns::new("kbenchp").expect("peer namespace");

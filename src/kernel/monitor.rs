@@ -94,15 +94,15 @@ pub(crate) async fn run(
             Ok(Ok(_)) => {
                 let mut want = false;
                 super::batch::for_each_slice(&buf, |slice| {
-                    if want {
+                    // Our own writes echo back by the hundred thousand: skip them on the raw
+                    // header (port id at bytes 12..16) before paying for a full decode.
+                    let port = u32::from_ne_bytes([slice[12], slice[13], slice[14], slice[15]]);
+                    if want || (port == own_port && own_port != 0) {
                         return;
                     }
                     let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(slice) else {
                         return;
                     };
-                    if m.header.port_number == own_port && own_port != 0 {
-                        return;
-                    }
                     if let NetlinkPayload::InnerMessage(inner) = &m.payload {
                         want = relevant(&cfg, inner);
                     }

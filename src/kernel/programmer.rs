@@ -341,9 +341,11 @@ impl Engine {
             Some(c) if !full => c,
             _ => self.observe()?,
         };
+        let t_observed = started.elapsed();
         let proto = self.cfg.route_protocol;
         let target = diff::target(&self.cfg, self.desired.as_ref(), &obs);
         let plan = diff::plan(&self.cfg, &target, &obs);
+        let t_planned = started.elapsed();
 
         let mut reqs = Vec::with_capacity(
             plan.rule_dels.len()
@@ -393,6 +395,7 @@ impl Engine {
         } else {
             self.nl.execute(reqs)?
         };
+        let t_written = started.elapsed();
 
         let mut report = Report::default();
         let mut failures = Vec::new();
@@ -532,7 +535,14 @@ impl Engine {
         s.unresolved = target.unresolved;
         s.last_error = None;
         self.cache = Some(obs);
-        tracing::debug!(?report, full, "kernel reconcile");
+        tracing::debug!(
+            ?report,
+            full,
+            ?t_observed,
+            ?t_planned,
+            ?t_written,
+            "kernel reconcile"
+        );
         Ok(report)
     }
 
