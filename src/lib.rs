@@ -4,6 +4,7 @@
 //! - [`api`]: the GoBGP-compatible gRPC API the agent serves.
 //! - [`cli`]: `underroute global|neighbor`, gobgp's commands and output over that API.
 //! - [`config`]: the agent's TOML configuration, strict and with errors that name the key.
+//! - [`kernel`]: the kernel route programmer (main and per-address tables, rules, self-heal).
 //! - [`testbed`]: throw-away network namespaces with real gobgpd and BIRD peers, used by the
 //!   interop tests and by `underroute demo`.
 
@@ -11,6 +12,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod kernel;
 pub mod testbed;
 
 /// The route protocol number (`rtm_protocol`, `ip route ... proto N`) that marks kernel routes

@@ -8,6 +8,7 @@
 
 pub mod bird;
 pub mod gobgp;
+pub mod kernel;
 pub mod netns;
 pub mod speaker;
 pub mod wait;
