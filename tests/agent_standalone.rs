@@ -54,8 +54,9 @@ fn bad_configuration_is_refused_with_file_key_and_reason() {
 }
 
 #[test]
-fn agent_advertises_pod_cidrs_to_its_top_of_rack_peer_and_withdraws_on_sigterm() {
-    if !require_root("agent_advertises_pod_cidrs_to_its_top_of_rack_peer_and_withdraws_on_sigterm")
+fn agent_peers_with_a_top_of_rack_router_installs_routes_survives_sigkill_and_withdraws_on_sigterm()
+{
+    if !require_root("agent_peers_with_a_top_of_rack_router_installs_routes_survives_sigkill_and_withdraws_on_sigterm")
     {
         return;
     }
@@ -104,12 +105,10 @@ accept_default_route = true
 "#,
     )
     .expect("write config");
-    let agent = ns_node
-        .spawn(
-            BIN,
-            &["agent", "--config", &config.to_string_lossy()],
-            &ns_node.dir().join("agent.log"),
-        )
+    let log = ns_node.dir().join("agent.log");
+    let cfg = config.to_string_lossy().into_owned();
+    let mut agent = ns_node
+        .spawn(BIN, &["agent", "--config", &cfg], &log)
         .expect("start the agent");
     tor.wait_established(ip("10.0.0.2"), Duration::from_secs(15))
         .expect("session up");
@@ -119,6 +118,13 @@ accept_default_route = true
         &RouteAttrs::default(),
     )
     .expect("default route");
+    // Not in this peer's import list: must never reach the node's kernel.
+    tor.add_route(
+        "10.233.65.0/24".parse().expect("literal"),
+        None,
+        &RouteAttrs::default(),
+    )
+    .expect("hijack");
     let r = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         tor.rib(Family::Ipv4)
             .ok()?
@@ -128,6 +134,53 @@ accept_default_route = true
     .expect("the ToR learned the pod CIDR");
     assert_eq!(r.nexthop, Some(ip("10.0.0.2")));
     assert_eq!(r.as_path, vec![64512]);
+
+    // The accepted route reaches the kernel with our protocol number, the refused one does not.
+    let kernel_default = || {
+        ns_node
+            .exec_stdout(&["ip", "-4", "route", "show", "default", "proto", "201"])
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        kernel_default().contains("via 10.0.0.1").then_some(())
+    })
+    .expect("default route via the ToR installed with proto 201");
+    let all = ns_node
+        .exec_stdout(&["ip", "-4", "route", "show", "table", "all"])
+        .expect("routes");
+    assert!(
+        !all.contains("10.233.65.0/24"),
+        "a prefix outside the import list was installed:\n{all}"
+    );
+
+    // SIGKILL leaves the kernel routes in place; the restarted agent adopts them and keeps them.
+    agent.signal(libc::SIGKILL).expect("SIGKILL");
+    agent.wait_exit(Duration::from_secs(5)).expect("agent gone");
+    assert!(
+        kernel_default().contains("via 10.0.0.1"),
+        "route survives SIGKILL"
+    );
+    let mut agent = ns_node
+        .spawn(BIN, &["agent", "--config", &cfg], &log)
+        .expect("restart the agent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        assert!(
+            kernel_default().contains("via 10.0.0.1"),
+            "route kept across the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tor.wait_established(ip("10.0.0.2"), Duration::from_secs(15))
+        .expect("session back");
+    // Once the restarted agent has converged, a withdrawal removes the route from the kernel.
+    std::thread::sleep(Duration::from_secs(3));
+    tor.del_route("0.0.0.0/0".parse().expect("literal"))
+        .expect("withdraw default");
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        (!kernel_default().contains("via")).then_some(())
+    })
+    .expect("withdrawn route removed from the kernel");
 
     // SIGTERM without restart intent: Cease / Administrative Shutdown, routes withdrawn at once
     // (not after a hold time or a graceful-restart timer).

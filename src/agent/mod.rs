@@ -3,7 +3,11 @@
 //!
 //! Today it runs standalone from a config file: it starts the speaker, peers with the
 //! configured peers (mesh members accept only pod-network prefixes), advertises the node's pod
-//! CIDRs, and stops on SIGTERM with Cease / Administrative Shutdown so peers withdraw at once.
+//! CIDRs, installs learned routes into the kernel (main and per-address tables, `install`), and
+//! stops on SIGTERM with Cease / Administrative Shutdown so peers withdraw at once. SIGKILL
+//! leaves the kernel routes in place for graceful restart.
+
+pub mod install;
 
 use std::time::Duration;
 
@@ -32,6 +36,19 @@ pub async fn run(config: Config) -> Result<()> {
         .map(|p| (*p, PathAttrs::default()))
         .collect();
     speaker.originate(pod_cidrs).await?;
+    let kernel = crate::kernel::Programmer::start(crate::kernel::KernelConfig {
+        route_protocol: config.kernel.route_protocol,
+        per_address_tables: config.kernel.per_address_tables,
+        ..crate::kernel::KernelConfig::default()
+    })
+    .context("starting the kernel programmer")?;
+    let (snapshot, changes) = speaker.subscribe().await?;
+    tokio::spawn(install::run(
+        speaker.clone(),
+        kernel.clone(),
+        snapshot,
+        changes,
+    ));
     tracing::info!(node = %config.node.name, asn = config.node.asn, peers = config.peers.len(), "agent running");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -43,5 +60,8 @@ pub async fn run(config: Config) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(5), speaker.shutdown(Shutdown::Withdraw))
         .await
         .context("shutdown timed out")??;
+    // Our routes stay in the kernel: with the sessions closed by Cease the peers' routes are
+    // gone from the RIB, and the next start (or the operator) decides what the kernel keeps.
+    let _ = kernel.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,124 @@
+//! From the speaker's best routes to the kernel: which routes the node installs, and when the
+//! first full state may sweep what an earlier run left behind.
+//!
+//! Only routes learned from peers are installed; our own pod CIDRs and pod host routes are
+//! local (the CNI plugin and the pod interfaces carry them). The kernel programmer adopts
+//! existing routes of ours until it is given a full state, so after a restart the first full
+//! state waits for the sessions to come back and settle: a route that survived the restart keeps
+//! forwarding until the peers had their chance to re-announce it, and only then is what is stale
+//! swept (RFC 4724's forwarding promise, kept in the kernel).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use underroute_bgp::fsm::State;
+use underroute_bgp::rib::{BestChange, PathSource};
+use underroute_bgp::speaker::Speaker;
+
+use crate::kernel::{DesiredRoutes, Handle, NextHop};
+
+/// How long changes are gathered before one kernel update: many UPDATEs arrive back to back.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// Quiet time after every configured peer is Established before the first full state.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Upper bound on waiting for peers before the first full state.
+const MAX_INITIAL_WAIT: Duration = Duration::from_secs(30);
+
+/// The main-table route for a best path, or `None` when the node must not install one.
+pub fn kernel_route(change: &BestChange) -> Option<Vec<NextHop>> {
+    let best = change.best.as_ref()?;
+    if best.source == PathSource::Local {
+        return None;
+    }
+    let next_hop = best.attrs.next_hop?;
+    // A next hop that is the route's own destination would make the kernel recurse; never
+    // install it (the import filters should already have refused such a route).
+    if change.prefix.contains(&next_hop)
+        && change.prefix.prefix_len() == change.prefix.max_prefix_len()
+    {
+        return None;
+    }
+    Some(vec![NextHop::via(next_hop)])
+}
+
+/// Follow the speaker's Loc-RIB and keep the kernel in step until `changes` closes.
+pub async fn run(
+    speaker: Speaker,
+    kernel: Handle,
+    snapshot: Vec<BestChange>,
+    mut changes: mpsc::UnboundedReceiver<Vec<BestChange>>,
+) {
+    let mut desired: HashMap<IpNet, Vec<NextHop>> = HashMap::new();
+    apply(&mut desired, &snapshot);
+    let started = Instant::now();
+    let mut synced = false;
+    let mut last_change = Instant::now();
+    let mut dirty = false;
+    let mut tick = tokio::time::interval(DEBOUNCE);
+    loop {
+        tokio::select! {
+            batch = changes.recv() => match batch {
+                Some(batch) => {
+                    apply(&mut desired, &batch);
+                    dirty = true;
+                    last_change = Instant::now();
+                }
+                None => return,
+            },
+            _ = tick.tick() => {
+                if !synced {
+                    synced = settled(&speaker, started, last_change).await;
+                    if synced {
+                        tracing::info!(routes = desired.len(), "initial convergence: installing the full state, sweeping stale routes");
+                        dirty = true;
+                    }
+                }
+                if synced && dirty {
+                    push(&kernel, &desired).await;
+                    dirty = false;
+                }
+            }
+        }
+    }
+}
+
+fn apply(desired: &mut HashMap<IpNet, Vec<NextHop>>, batch: &[BestChange]) {
+    for change in batch {
+        match kernel_route(change) {
+            Some(hops) => desired.insert(change.prefix, hops),
+            None => desired.remove(&change.prefix),
+        };
+    }
+}
+
+/// Every configured peer is Established and nothing changed for `SETTLE`, or we waited long
+/// enough.
+async fn settled(speaker: &Speaker, started: Instant, last_change: Instant) -> bool {
+    if started.elapsed() >= MAX_INITIAL_WAIT {
+        return true;
+    }
+    let Ok(peers) = speaker.peers().await else {
+        return false;
+    };
+    peers.iter().all(|p| p.state == State::Established) && last_change.elapsed() >= SETTLE
+}
+
+async fn push(kernel: &Handle, desired: &HashMap<IpNet, Vec<NextHop>>) {
+    let mut routes = DesiredRoutes::new();
+    for (prefix, hops) in desired {
+        routes.insert(*prefix, hops.clone());
+    }
+    match kernel.set_routes(routes).await {
+        Ok(_) => {
+            if let Ok(snap) = kernel.snapshot().await {
+                for f in &snap.failures {
+                    tracing::warn!(failure = ?f, "route not installed: the next hop is not directly reachable or the kernel refused it");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "kernel update failed; the periodic resync retries"),
+    }
+}
