@@ -160,7 +160,7 @@ accept_default_route = true
         kernel_default().contains("via 10.0.0.1"),
         "route survives SIGKILL"
     );
-    let mut agent = ns_node
+    let agent = ns_node
         .spawn(BIN, &["agent", "--config", &cfg], &log)
         .expect("restart the agent");
     let deadline = std::time::Instant::now() + Duration::from_secs(4);
