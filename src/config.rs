@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use underroute_bgp::policy::{ImportPolicy, PrefixRule};
 use underroute_bgp::speaker::{GracefulRestartConfig, PeerConfig, SpeakerConfig};
 use underroute_bgp::{Asn, Family, RouterId};
@@ -50,7 +50,7 @@ pub enum ConfigError {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This node.
@@ -76,7 +76,7 @@ pub struct Config {
 }
 
 /// `[node]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Node name (the Kubernetes Node name in kube mode).
@@ -91,7 +91,7 @@ pub struct NodeConfig {
 }
 
 /// `[cluster]`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The cluster-wide pod CIDRs; a mesh peer may announce prefixes inside them.
@@ -107,7 +107,7 @@ pub struct ClusterConfig {
 }
 
 /// `[bgp]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BgpConfig {
     /// Listen addresses (`ADDR` for port 179 or `ADDR:PORT`).
@@ -140,7 +140,7 @@ impl Default for BgpConfig {
 }
 
 /// One `[[peer]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
     /// Peer address.
@@ -175,7 +175,7 @@ pub struct PeerEntry {
 }
 
 /// `[kernel]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelConfig {
     /// Keep one routing table per host address (`ip rule from ADDR lookup T`).
@@ -196,7 +196,7 @@ impl Default for KernelConfig {
 }
 
 /// `[api]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// gRPC listen address.
@@ -221,7 +221,7 @@ impl Default for ApiConfig {
 }
 
 /// `[registry]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Directory the CNI plugin writes pod records to.
@@ -552,6 +552,51 @@ listen = "127.0.0.1:50051"
         let peers = c.peer_configs();
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].hold_time, 90);
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        // Every key the type has, with every optional field filled, must be in the reference.
+        let full = format!(
+            "{EMBEDDED_DEFAULT}\n[[peer]]\naddress = \"10.0.0.1\"\nasn = 65000\npassword = \"x\"\nmultihop_ttl = 2\npassive = true\nhold_time = 9\nroute_reflector_client = true\nlocal_address = \"10.0.0.2\"\nport = 179\nimport = [\"10.0.0.0/8\"]\naccept_default_route = true\n"
+        );
+        let config = Config::parse(&full, "full").expect("valid");
+        let value = toml::Value::try_from(&config).expect("serialisable");
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/configuration.md"
+        ))
+        .expect("doc");
+        let toml::Value::Table(sections) = value else {
+            panic!("a table")
+        };
+        let mut missing = Vec::new();
+        for (section, body) in &sections {
+            let header = if section == "peer" {
+                "## `[[peer]]`".to_string()
+            } else {
+                format!("## `[{section}]`")
+            };
+            if !doc.contains(&header) {
+                missing.push(header.clone());
+            }
+            let tables: Vec<&toml::Table> = match body {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+                _ => continue,
+            };
+            for table in tables {
+                for key in table.keys() {
+                    if !doc.contains(&format!("| `{key}` |")) {
+                        missing.push(format!("{section}.{key}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks: {missing:?}"
+        );
     }
 
     #[test]
