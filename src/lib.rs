@@ -3,6 +3,8 @@
 //! - [`testbed`]: throw-away network namespaces with real gobgpd and BIRD peers, used by the
 //!   interop tests and by `underroute demo`.
 
+pub mod cni;
+pub mod podregistry;
 pub mod testbed;
 
 /// The route protocol number (`rtm_protocol`, `ip route ... proto N`) that marks kernel routes
