@@ -158,7 +158,6 @@ fn cmd_add(env: &Env, conf: &NetConf, reg: &PodRegistry) -> Result<Value, CniErr
                     &env.ifname,
                     &p,
                     mtu,
-                    ROUTE_PROTOCOL,
                     &mut created_veth,
                 )?;
                 if conf.ip_masq {

@@ -32,9 +32,9 @@ pub fn add(
     cni_ifname: &str,
     plan: &Plan,
     mtu: u32,
-    protocol: u8,
     created: &mut bool,
 ) -> Result<Made, CniError> {
+    let protocol = super::ROUTE_PROTOCOL;
     let ns = File::open(netns)
         .map_err(|e| CniError::ContainerUnknown(format!("netns {}: {e}", netns.display())))?;
     host_nl.add_veth(&plan.host_veth, &plan.pod_dev, ns.as_raw_fd(), mtu)?;
