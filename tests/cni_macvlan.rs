@@ -4,132 +4,19 @@
 //! same pod without our plugin cannot. Everything runs in namespaces made here: "lan" plays the
 //! physical network and its router, "host" the node.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use underroute::testbed::cni::{tcp_probe, udp_probe, Attachment, CniRunner, EchoServer};
-use underroute::testbed::{link_pair, require_root, Addrs, Netns};
+use underroute::testbed::cni::{
+    dump, first_ip, tcp_probe, udp_probe, Attachment, EchoServer, UnderlayLab,
+};
+use underroute::testbed::{require_root, Netns};
 
 const OUR_BIN: &str = env!("CARGO_BIN_EXE_underroute-cni");
 const PROBE: Duration = Duration::from_secs(3);
 const SHORT: Duration = Duration::from_millis(1200);
-
-/// The node and its underlay: `host` with uplink 10.10.20.1/24 to `lan` (10.10.20.254, the
-/// router), default route via the router, forwarding on (as on any Kubernetes node).
-struct Lab {
-    runner: CniRunner,
-    uplink: String,
-    host: Netns,
-    _lan: Netns,
-}
-
-fn lab(tag: &str) -> Lab {
-    let lan = Netns::new(&format!("{tag}l")).expect("lan namespace");
-    let host = Netns::new(&format!("{tag}h")).expect("host namespace");
-    let pair = link_pair(
-        &lan,
-        &host,
-        Addrs::new("10.10.20.254", "fd00:20::254"),
-        Addrs::new("10.10.20.1", "fd00:20::1"),
-    )
-    .expect("uplink");
-    host.exec_ok(&["ip", "route", "add", "default", "via", "10.10.20.254"])
-        .expect("default route");
-    host.sysctl("net.ipv4.ip_forward", "1").expect("forwarding");
-    let runner = CniRunner::new(&host, Path::new(OUR_BIN)).expect("runner");
-    Lab {
-        runner,
-        uplink: pair.b_if,
-        host,
-        _lan: lan,
-    }
-}
-
-impl Lab {
-    fn macvlan_chain(&self, ours: Option<Value>) -> Value {
-        let mut plugins = vec![json!({
-            "type": "macvlan", "master": self.uplink, "mode": "bridge",
-            "ipam": {"type": "host-local", "subnet": "10.10.20.0/24",
-                     "rangeStart": "10.10.20.50", "rangeEnd": "10.10.20.99",
-                     "gateway": "10.10.20.254", "routes": [{"dst": "0.0.0.0/0"}],
-                     "dataDir": self.runner.ipam_dir()}
-        })];
-        if let Some(mut o) = ours {
-            o["type"] = json!("underroute-cni");
-            o["registryDir"] = json!(self.runner.registry_dir());
-            plugins.push(o);
-        }
-        json!({"cniVersion": "1.0.0", "name": "underlay", "plugins": plugins})
-    }
-
-    fn bridge_chain(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "podnet", "plugins": [{
-            "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
-            "ipam": {"type": "host-local", "subnet": "10.244.0.0/24",
-                     "dataDir": self.runner.ipam_dir()}
-        }]})
-    }
-
-    /// kube-proxy's nftables mode in miniature: DNAT ClusterIP:80 to the backend, for
-    /// traffic arriving (prerouting) and from host processes (output), TCP and UDP.
-    fn services(&self, svcs: &[(&str, IpAddr, u16)]) {
-        let mut rules = String::new();
-        for (vip, be, port) in svcs {
-            for proto in ["tcp", "udp"] {
-                rules.push_str(&format!(
-                    "ip daddr {vip} {proto} dport 80 dnat to {be}:{port}\n"
-                ));
-            }
-        }
-        let script = format!(
-            "table ip kube {{\n chain pre {{ type nat hook prerouting priority dstnat; policy accept;\n{rules} }}\n \
-             chain out {{ type nat hook output priority -100; policy accept;\n{rules} }}\n}}\n"
-        );
-        let f = self.host.dir().join("kube.nft");
-        std::fs::write(&f, script).expect("nft script");
-        self.host
-            .exec_ok(&["nft", "-f", &f.display().to_string()])
-            .expect("kube-proxy rules");
-    }
-}
-
-/// On failure: what each namespace looks like.
-fn dump(nss: &[&Netns]) {
-    for ns in nss {
-        for cmd in [
-            &["ip", "addr"][..],
-            &["ip", "route"],
-            &["ip", "neigh"],
-            &["nft", "list", "ruleset"],
-            &[
-                "sysctl",
-                "net.ipv4.conf.all.rp_filter",
-                "net.ipv4.ip_forward",
-            ],
-        ] {
-            if let Ok(o) = ns.exec(cmd) {
-                eprintln!(
-                    "== {} {cmd:?}\n{}{}",
-                    ns.name(),
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-            }
-        }
-    }
-}
-
-fn first_ip(result: &Value) -> IpAddr {
-    let s = result["ips"][0]["address"]
-        .as_str()
-        .expect("result has an address");
-    s.split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("address")
-}
 
 fn svc(ip: &str) -> SocketAddr {
     SocketAddr::new(ip.parse().expect("vip"), 80)
@@ -140,7 +27,7 @@ fn macvlan_pod_reaches_cluster_ips_of_every_backend_kind_through_the_veth() {
     if !require_root("macvlan_pod_reaches_cluster_ips_of_every_backend_kind_through_the_veth") {
         return;
     }
-    let lab = lab("cmv");
+    let lab = UnderlayLab::new("cmv", Path::new(OUR_BIN)).expect("lab");
     let ours =
         json!({"mode": "veth", "serviceCIDRs": ["10.96.0.0/12"], "extraCIDRs": ["10.244.0.0/16"]});
     let ours_masq = json!({"mode": "veth", "serviceCIDRs": ["10.96.0.0/12"], "ipMasq": true});
@@ -166,7 +53,8 @@ fn macvlan_pod_reaches_cluster_ips_of_every_backend_kind_through_the_veth() {
         ("10.96.0.10", b_ip, 8080),
         ("10.96.0.11", "10.10.20.1".parse().expect("ip"), 8081),
         ("10.96.0.12", m_ip, 8082),
-    ]);
+    ])
+    .expect("kube-proxy rules");
 
     // The client pod: macvlan, then underroute-cni.
     let client = Netns::new("cmvc").expect("client pod");
@@ -269,9 +157,10 @@ fn macvlan_pod_without_the_plugin_cannot_reach_a_cluster_ip() {
     if !require_root("macvlan_pod_without_the_plugin_cannot_reach_a_cluster_ip") {
         return;
     }
-    let lab = lab("cmn");
+    let lab = UnderlayLab::new("cmn", Path::new(OUR_BIN)).expect("lab");
     let _srv = EchoServer::start(&lab.host, 8081, "hostproc").expect("server");
-    lab.services(&[("10.96.0.11", "10.10.20.1".parse().expect("ip"), 8081)]);
+    lab.services(&[("10.96.0.11", "10.10.20.1".parse().expect("ip"), 8081)])
+        .expect("kube-proxy rules");
     let pod = Netns::new("cmnp").expect("pod");
     let chain = lab.macvlan_chain(None);
     let att = Attachment::eth0("plain", &pod);

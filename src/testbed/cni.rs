@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::netns::Netns;
+use std::net::IpAddr;
+
+use super::netns::{link_pair, Addrs, Netns};
 
 /// Where Debian's containernetworking-plugins puts the reference plugins.
 pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
@@ -516,4 +518,124 @@ pub fn udp_probe(
         }
         Err(format!("no UDP reply from {dst} within {timeout:?}"))
     })
+}
+
+/// A node and its underlay, all namespaces: `host` with uplink 10.10.20.1/24 to `lan` (10.10.20.254, the
+/// router), default route via the router, forwarding on (as on any Kubernetes node).
+pub struct UnderlayLab {
+    pub runner: CniRunner,
+    /// The host's uplink (the macvlan master).
+    pub uplink: String,
+    pub host: Netns,
+    pub lan: Netns,
+}
+
+impl UnderlayLab {
+    /// Builds the lab; `our_bin` is the underroute-cni binary under test.
+    pub fn new(tag: &str, our_bin: &Path) -> Result<UnderlayLab, String> {
+        let lan = Netns::new(&format!("{tag}l"))?;
+        let host = Netns::new(&format!("{tag}h"))?;
+        let pair = link_pair(
+            &lan,
+            &host,
+            Addrs::new("10.10.20.254", "fd00:20::254"),
+            Addrs::new("10.10.20.1", "fd00:20::1"),
+        )?;
+        host.exec_ok(&["ip", "route", "add", "default", "via", "10.10.20.254"])?;
+        host.sysctl("net.ipv4.ip_forward", "1")?;
+        let runner = CniRunner::new(&host, our_bin)?;
+        Ok(UnderlayLab {
+            runner,
+            uplink: pair.b_if,
+            host,
+            lan,
+        })
+    }
+
+    /// macvlan on the uplink with host-local in 10.10.20.50-99, then `ours` (if any) as
+    /// underroute-cni with the lab's registry dir.
+    pub fn macvlan_chain(&self, ours: Option<Value>) -> Value {
+        let mut plugins = vec![json!({
+            "type": "macvlan", "master": self.uplink, "mode": "bridge",
+            "ipam": {"type": "host-local", "subnet": "10.10.20.0/24",
+                     "rangeStart": "10.10.20.50", "rangeEnd": "10.10.20.99",
+                     "gateway": "10.10.20.254", "routes": [{"dst": "0.0.0.0/0"}],
+                     "dataDir": self.runner.ipam_dir()}
+        })];
+        if let Some(mut o) = ours {
+            o["type"] = json!("underroute-cni");
+            o["registryDir"] = json!(self.runner.registry_dir());
+            plugins.push(o);
+        }
+        json!({"cniVersion": "1.0.0", "name": "underlay", "plugins": plugins})
+    }
+
+    /// A bridge pod network 10.244.0.0/24 on `cni0` with the host as gateway.
+    pub fn bridge_chain(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "podnet", "plugins": [{
+            "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
+            "ipam": {"type": "host-local", "subnet": "10.244.0.0/24",
+                     "dataDir": self.runner.ipam_dir()}
+        }]})
+    }
+
+    /// kube-proxy's nftables mode in miniature: DNAT ClusterIP:80 to the backend, for
+    /// traffic arriving (prerouting) and from host processes (output), TCP and UDP.
+    pub fn services(&self, svcs: &[(&str, IpAddr, u16)]) -> Result<(), String> {
+        let mut rules = String::new();
+        for (vip, be, port) in svcs {
+            for proto in ["tcp", "udp"] {
+                rules.push_str(&format!(
+                    "ip daddr {vip} {proto} dport 80 dnat to {be}:{port}\n"
+                ));
+            }
+        }
+        let script = format!(
+            "table ip kube {{\n chain pre {{ type nat hook prerouting priority dstnat; policy accept;\n{rules} }}\n \
+             chain out {{ type nat hook output priority -100; policy accept;\n{rules} }}\n}}\n"
+        );
+        let f = self.host.dir().join("kube.nft");
+        std::fs::write(&f, script).map_err(|e| format!("{}: {e}", f.display()))?;
+        self.host
+            .exec_ok(&["nft", "-f", &f.display().to_string()])?;
+        Ok(())
+    }
+}
+
+/// On failure: what each namespace looks like.
+pub fn dump(nss: &[&Netns]) {
+    for ns in nss {
+        for cmd in [
+            &["ip", "addr"][..],
+            &["ip", "route"],
+            &["ip", "neigh"],
+            &["nft", "list", "ruleset"],
+            &[
+                "sysctl",
+                "net.ipv4.conf.all.rp_filter",
+                "net.ipv4.ip_forward",
+            ],
+        ] {
+            if let Ok(o) = ns.exec(cmd) {
+                eprintln!(
+                    "== {} {cmd:?}\n{}{}",
+                    ns.name(),
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// The first address of a CNI result.
+/// The first address of a CNI result. Panics if there is none (test helper).
+pub fn first_ip(result: &Value) -> IpAddr {
+    let s = result["ips"][0]["address"]
+        .as_str()
+        .expect("result has an address");
+    s.split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("address")
 }
