@@ -212,14 +212,19 @@ fn cmd_del(env: &Env, conf: &NetConf, reg: &PodRegistry) -> Result<(), CniError>
     let alias = plan::host_veth_alias(&env.container_id, &env.ifname);
     let record = reg.get(&env.container_id, &env.ifname).unwrap_or(None);
     let mode = record.as_ref().map(|r| r.mode).unwrap_or(conf.mode);
+    let masq = if conf.ip_masq {
+        Some(masq::remove_start(&name)?)
+    } else {
+        None
+    };
     let host_nl = Netlink::current()?;
     if let Some(l) = host_nl.link(&name)? {
         if host::is_ours(&l, &alias) {
             host_nl.del_link(l.index)?;
         }
     }
-    if conf.ip_masq {
-        masq::remove(&name)?;
+    if let Some(m) = masq {
+        m.wait_removed()?;
     }
     if mode == Mode::Route {
         // The pod may already be gone: then so are its routes.
