@@ -348,7 +348,22 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
+    /// IPv4 (0.0.0.0) server.
     pub fn start(ns: &Netns, port: u16, tag: &str) -> Result<EchoServer, String> {
+        EchoServer::start_on(ns, "0.0.0.0", port, tag)
+    }
+
+    /// IPv6-only ([::]) server.
+    pub fn start_v6(ns: &Netns, port: u16, tag: &str) -> Result<EchoServer, String> {
+        EchoServer::start_on(ns, "::", port, tag)
+    }
+
+    fn start_on(
+        ns: &Netns,
+        bind: &'static str,
+        port: u16,
+        tag: &str,
+    ) -> Result<EchoServer, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let mut threads = Vec::new();
@@ -373,9 +388,9 @@ impl EchoServer {
                     return;
                 }
                 if udp {
-                    serve_udp(port, &tag, &stop, &tx);
+                    serve_udp(bind, port, &tag, &stop, &tx);
                 } else {
-                    serve_tcp(port, &tag, &stop, &tx);
+                    serve_tcp(bind, port, &tag, &stop, &tx);
                 }
             }));
         }
@@ -397,13 +412,13 @@ impl Drop for EchoServer {
 }
 
 fn serve_tcp(
+    bind: &str,
     port: u16,
     tag: &str,
     stop: &AtomicBool,
     tx: &std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let l = match TcpListener::bind(("0.0.0.0", port))
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    let l = match TcpListener::bind((bind, port)).and_then(|l| l.set_nonblocking(true).map(|()| l))
     {
         Ok(l) => l,
         Err(e) => {
@@ -430,12 +445,13 @@ fn serve_tcp(
 }
 
 fn serve_udp(
+    bind: &str,
     port: u16,
     tag: &str,
     stop: &AtomicBool,
     tx: &std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let s = match UdpSocket::bind(("0.0.0.0", port)).and_then(|s| {
+    let s = match UdpSocket::bind((bind, port)).and_then(|s| {
         s.set_read_timeout(Some(Duration::from_millis(50)))
             .map(|()| s)
     }) {
@@ -505,7 +521,8 @@ pub fn udp_probe(
 ) -> Result<String, String> {
     let msg = msg.to_string();
     in_ns(ns, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        let local = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let s = UdpSocket::bind(local).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + timeout;
