@@ -66,12 +66,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
-/// A name part must not be able to leave the directory or hide as a temp file.
+/// A name part must not be able to leave the directory or hide as a temp file. Interface names
+/// may hold almost any byte, so only what matters for a path is refused.
 fn check_part(s: &str) -> Result<(), RegistryError> {
     let ok = !s.is_empty()
         && !s.starts_with('.')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'));
+        && !s.chars().any(|c| c == '/' || c == '\0' || c.is_control());
     if ok {
         Ok(())
     } else {

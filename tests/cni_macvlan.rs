@@ -103,8 +103,10 @@ fn macvlan_pod_reaches_cluster_ips_of_every_backend_kind_through_the_veth() {
         );
     }
 
-    // (c): the backend answers over its own macvlan unless the host masquerades; with ipMasq
-    // the reply comes back through the host, where the DNAT is undone.
+    // (c): the backend answers over its own macvlan unless the host masquerades, so without
+    // ipMasq the client sees a reply from the wrong address; with ipMasq the reply comes back
+    // through the host, where the DNAT is undone.
+    assert!(tcp_probe(&client, svc("10.96.0.12"), "hi", SHORT).is_err());
     let mclient = Netns::new("cmvq").expect("masq client pod");
     let chain_masq = lab.macvlan_chain(Some(ours_masq));
     let q_att = Attachment::eth0("mclient", &mclient);

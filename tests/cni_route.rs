@@ -112,4 +112,20 @@ fn bridge_pod_reaches_a_cluster_ip_via_the_host_address_in_route_mode() {
     assert!(!routes.contains("10.96.0.0/12"), "{routes}");
     assert!(!runner.registry_dir().join("routepod-eth0.json").exists());
     runner.del(&chained, &a1, Some(&r1)).expect("chained DEL");
+
+    // A failure after the routes are in (registry not writable) takes them out again.
+    let mut bad = chained.clone();
+    bad["plugins"][1]["registryDir"] = json!("/proc/version/pods");
+    let p2 = Netns::new("crtr").expect("pod");
+    let a2 = Attachment::eth0("rollback", &p2);
+    let outs = runner.add_outputs(&bad, &a2).expect("ADD ran");
+    let last = outs.last().expect("outputs");
+    assert_ne!(last.exit_code, 0, "{last:?}");
+    assert_eq!(last.json().expect("error JSON")["code"], 5);
+    let routes = p2.exec_stdout(&["ip", "route"]).expect("pod routes");
+    assert!(!routes.contains("10.96.0.0/12"), "{routes}");
+    let prev = outs[0].json().expect("bridge result");
+    runner
+        .del(&chained, &a2, Some(&prev))
+        .expect("runtime's DEL");
 }

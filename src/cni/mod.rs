@@ -147,6 +147,7 @@ fn cmd_add(env: &Env, conf: &NetConf, reg: &PodRegistry) -> Result<Value, CniErr
     let pod_nl = Netlink::in_netns(Path::new(netns))?;
     let mut created_veth = false;
     let mut masq_added = false;
+    let mut routes_added = false;
     let res = (|| -> Result<Value, CniError> {
         let ours = match p.mode {
             Mode::Veth => {
@@ -168,6 +169,7 @@ fn cmd_add(env: &Env, conf: &NetConf, reg: &PodRegistry) -> Result<Value, CniErr
             }
             Mode::Route => {
                 route::add(&pod_nl, &p)?;
+                routes_added = true;
                 Vec::new()
             }
         };
@@ -188,8 +190,7 @@ fn cmd_add(env: &Env, conf: &NetConf, reg: &PodRegistry) -> Result<Value, CniErr
         ))
     })();
     if let Err(e) = &res {
-        // Leave nothing behind: the runtime will not call DEL for an ADD that failed... and if
-        // it does, DEL is idempotent anyway.
+        // Leave nothing behind, whether or not the runtime follows up with a DEL.
         tracing::warn!(error = %e, container = %env.container_id, "ADD failed, rolling back");
         if masq_added {
             let _ = masq::remove(&p.host_veth);
@@ -199,8 +200,9 @@ fn cmd_add(env: &Env, conf: &NetConf, reg: &PodRegistry) -> Result<Value, CniErr
                 let _ = host_nl.del_link(l.index);
             }
         }
-        if p.mode == Mode::Route {
-            // route::add already removed its own routes.
+        if routes_added {
+            // route::add undoes its own partial work; this is for a failure after it.
+            let _ = route::remove_planned(&pod_nl, &p);
         }
         let _ = reg.remove(&env.container_id, &env.ifname);
     }

@@ -30,6 +30,17 @@ pub fn add(pod_nl: &Netlink, plan: &Plan) -> Result<(), CniError> {
     Ok(())
 }
 
+/// Removes the plan's pod routes (rollback of a later failure in ADD); absent ones are fine.
+pub fn remove_planned(pod_nl: &Netlink, plan: &Plan) -> Result<(), CniError> {
+    let Some(dev) = pod_nl.link(&plan.pod_dev)? else {
+        return Ok(());
+    };
+    for r in plan.pod_routes.iter().rev() {
+        pod_nl.del_route(r.dst, r.via, dev.index)?;
+    }
+    Ok(())
+}
+
 /// Removes, from the pod, the routes through `dev` to any via-host range of the config. Needs
 /// neither `prevResult` nor the host: the ranges come from the config, the next hop from the
 /// kernel.
