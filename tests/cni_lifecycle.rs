@@ -151,10 +151,17 @@ fn check_reports_what_is_missing() {
         return;
     }
     let lab = UnderlayLab::new("cck", Path::new(OUR_BIN)).expect("lab");
-    let chain = lab.macvlan_chain(Some(ours(json!({}))));
+    let chain = lab.macvlan_chain(Some(ours(
+        json!({"mtu": 1400, "containerInterface": "svc0"}),
+    )));
     let p = Netns::new("cckp").expect("pod");
     let a = Attachment::eth0("checked", &p);
     let r = lab.runner.add(&chain, &a).expect("ADD");
+    let link = p
+        .exec_stdout(&["ip", "-j", "link", "show", "svc0"])
+        .expect("pod veth");
+    let link: Value = serde_json::from_str(&link).expect("ip -j");
+    assert_eq!(link[0]["mtu"], 1400, "{link}");
     let ok = lab.runner.check(&chain, 1, &a, &r).expect("CHECK");
     assert_eq!(ok.exit_code, 0, "{ok:?}");
 
