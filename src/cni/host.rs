@@ -109,3 +109,28 @@ pub fn missing_routes(
         .copied()
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(name: &str, alias: Option<&str>) -> Link {
+        Link {
+            index: 7,
+            name: name.into(),
+            mac: vec![],
+            mtu: 1500,
+            alias: alias.map(str::to_string),
+            up: true,
+        }
+    }
+
+    #[test]
+    fn only_our_labelled_or_unlabelled_ur_links_may_be_deleted() {
+        let al = "underroute-cni:c1/eth0";
+        assert!(is_ours(&link("ur0123456789abc", Some(al)), al));
+        assert!(is_ours(&link("ur0123456789abc", None), al));
+        assert!(!is_ours(&link("ur0123456789abc", Some("someone else")), al));
+        assert!(!is_ours(&link("eth0", None), al));
+    }
+}

@@ -204,7 +204,8 @@ fn cmd_add(env: &Env, conf: &NetConf, reg: &PodRegistry) -> Result<Value, CniErr
             // route::add undoes its own partial work; this is for a failure after it.
             let _ = route::remove_planned(&pod_nl, &p);
         }
-        let _ = reg.remove(&env.container_id, &env.ifname);
+        // The registry write is the last step and atomic: if it failed there is no file of ours,
+        // and a file that exists belongs to an earlier, successful ADD of this attachment.
     }
     res
 }
