@@ -3,16 +3,20 @@
 //! - [`agent`]: the node agent (standalone from a config file).
 //! - [`api`]: the GoBGP-compatible gRPC API the agent serves.
 //! - [`cli`]: `underroute global|neighbor`, gobgp's commands and output over that API.
+//! - [`cni`]: `underroute-cni`, the chained CNI plugin (service routes for underlay pods).
 //! - [`config`]: the agent's TOML configuration, strict and with errors that name the key.
 //! - [`kernel`]: the kernel route programmer (main and per-address tables, rules, self-heal).
+//! - [`podregistry`]: the pod records the CNI plugin writes and the agent advertises.
 //! - [`testbed`]: throw-away network namespaces with real gobgpd and BIRD peers, used by the
 //!   interop tests and by `underroute demo`.
 
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod kernel;
+pub mod podregistry;
 pub mod testbed;
 
 /// The route protocol number (`rtm_protocol`, `ip route ... proto N`) that marks kernel routes

@@ -7,6 +7,7 @@
 //!
 
 pub mod bird;
+pub mod cni;
 pub mod gobgp;
 pub mod kernel;
 pub mod netns;
