@@ -84,6 +84,7 @@ fn agent_peers_with_a_top_of_rack_router_installs_routes_survives_sigkill_and_wi
     )
     .expect("gobgpd");
     let config = ns_node.dir().join("underroute.toml");
+    let registry_dir = ns_node.dir().join("pods");
     std::fs::write(
         &config,
         r#"
@@ -102,7 +103,10 @@ connect_retry = 1
 address = "10.0.0.1"
 asn = 65001
 accept_default_route = true
-"#,
+[registry]
+dir = "REGISTRY"
+"#
+        .replace("REGISTRY", &registry_dir.to_string_lossy()),
     )
     .expect("write config");
     let log = ns_node.dir().join("agent.log");
@@ -134,6 +138,35 @@ accept_default_route = true
     .expect("the ToR learned the pod CIDR");
     assert_eq!(r.nexthop, Some(ip("10.0.0.2")));
     assert_eq!(r.as_path, vec![64512]);
+
+    // An underlay pod recorded by the CNI plugin: its /32 is advertised, and withdrawn when the
+    // record goes.
+    let registry = underroute::podregistry::PodRegistry::new(&registry_dir);
+    let pod = underroute::podregistry::PodRecord {
+        container_id: "c0ffee".into(),
+        ifname: "eth0".into(),
+        netns: "/var/run/netns/pod".into(),
+        ips: vec!["10.10.20.5/24".parse().expect("literal")],
+        mode: underroute::cni::config::Mode::Veth,
+        host_veth: None,
+        created_unix: 0,
+    };
+    registry.record(&pod).expect("record the pod");
+    let pod_route: ipnet::IpNet = "10.10.20.5/32".parse().expect("literal");
+    let has_pod = || {
+        tor.rib(Family::Ipv4)
+            .map(|r| r.iter().any(|e| e.prefix == pod_route))
+            .unwrap_or(false)
+    };
+    wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        has_pod().then_some(())
+    })
+    .expect("the ToR learned the underlay pod's /32");
+    registry.remove("c0ffee", "eth0").expect("remove the pod");
+    wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        (!has_pod()).then_some(())
+    })
+    .expect("the pod's /32 withdrawn when it goes");
 
     // The accepted route reaches the kernel with our protocol number, the refused one does not.
     let kernel_default = || {

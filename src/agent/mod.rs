@@ -3,11 +3,12 @@
 //!
 //! Today it runs standalone from a config file: it starts the speaker, peers with the
 //! configured peers (mesh members accept only pod-network prefixes), advertises the node's pod
-//! CIDRs, installs learned routes into the kernel (main and per-address tables, `install`), and
+//! CIDRs and a host route for every underlay pod in the pod registry (`pods`), installs learned routes into the kernel (main and per-address tables, `install`), and
 //! stops on SIGTERM with Cease / Administrative Shutdown so peers withdraw at once. SIGKILL
 //! leaves the kernel routes in place for graceful restart.
 
 pub mod install;
+pub mod pods;
 
 use std::time::Duration;
 
@@ -42,6 +43,18 @@ pub async fn run(config: Config) -> Result<()> {
         ..crate::kernel::KernelConfig::default()
     })
     .context("starting the kernel programmer")?;
+    // The agent owns the registry directory; the CNI plugin only writes files into it.
+    std::fs::create_dir_all(&config.registry.dir).with_context(|| {
+        format!(
+            "creating the pod registry {}",
+            config.registry.dir.display()
+        )
+    })?;
+    tokio::spawn(pods::run(
+        speaker.clone(),
+        crate::podregistry::PodRegistry::new(config.registry.dir.clone()),
+        config.cluster.pod_cidrs.clone(),
+    ));
     let (snapshot, changes) = speaker.subscribe().await?;
     tokio::spawn(install::run(
         speaker.clone(),
