@@ -202,6 +202,9 @@ pub struct ApiConfig {
     /// gRPC listen address.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// The API on a unix socket too (for `underroute global|neighbor --socket`).
+    #[serde(default = "default_api_socket")]
+    pub socket: Option<PathBuf>,
     /// Allow enable/disable/reset through the API.
     #[serde(default)]
     pub allow_mutations: bool,
@@ -214,6 +217,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: default_api_listen(),
+            socket: default_api_socket(),
             allow_mutations: false,
             allow_remote: false,
         }
@@ -260,6 +264,9 @@ fn default_route_protocol() -> u8 {
 }
 fn default_api_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+fn default_api_socket() -> Option<PathBuf> {
+    Some(PathBuf::from("/run/underroute/api.sock"))
 }
 fn default_registry_dir() -> PathBuf {
     PathBuf::from("/run/underroute/pods")

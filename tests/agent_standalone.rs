@@ -85,6 +85,7 @@ fn agent_peers_with_a_top_of_rack_router_installs_routes_survives_sigkill_and_wi
     .expect("gobgpd");
     let config = ns_node.dir().join("underroute.toml");
     let registry_dir = ns_node.dir().join("pods");
+    let api_socket = ns_node.dir().join("api.sock");
     std::fs::write(
         &config,
         r#"
@@ -105,8 +106,11 @@ asn = 65001
 accept_default_route = true
 [registry]
 dir = "REGISTRY"
+[api]
+socket = "SOCKET"
 "#
-        .replace("REGISTRY", &registry_dir.to_string_lossy()),
+        .replace("REGISTRY", &registry_dir.to_string_lossy())
+        .replace("SOCKET", &api_socket.to_string_lossy()),
     )
     .expect("write config");
     let log = ns_node.dir().join("agent.log");
@@ -138,6 +142,18 @@ dir = "REGISTRY"
     .expect("the ToR learned the pod CIDR");
     assert_eq!(r.nexthop, Some(ip("10.0.0.2")));
     assert_eq!(r.as_path, vec![64512]);
+
+    // The operator's view, through the agent's API on its unix socket (gobgp's layout).
+    let out = Command::new(BIN)
+        .args(["neighbor", "--socket"])
+        .arg(&api_socket)
+        .output()
+        .expect("underroute neighbor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("10.0.0.1") && text.contains("Establ"),
+        "{text}"
+    );
 
     // An underlay pod recorded by the CNI plugin: its /32 is advertised, and withdrawn when the
     // record goes.

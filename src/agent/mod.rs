@@ -55,6 +55,20 @@ pub async fn run(config: Config) -> Result<()> {
         crate::podregistry::PodRegistry::new(config.registry.dir.clone()),
         config.cluster.pod_cidrs.clone(),
     ));
+    if let Some(dir) = config.api.socket.as_ref().and_then(|p| p.parent()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::api::server::spawn(
+        speaker.clone(),
+        crate::api::server::ApiConfig {
+            listen: vec![config.api.listen],
+            socket: config.api.socket.clone(),
+            allow_mutations: config.api.allow_mutations,
+            allow_remote: config.api.allow_remote,
+        },
+    )
+    .await
+    .context("starting the API")?;
     let (snapshot, changes) = speaker.subscribe().await?;
     tokio::spawn(install::run(
         speaker.clone(),
