@@ -1,6 +1,6 @@
 //! The GoBGP-compatible API against the real `gobgp` client, and our CLI against both.
 //!
-//! Lab: our speaker *process* (`underroute speaker --api`) in one namespace, two gobgpd peers in
+//! Lab: our agent *process* (`underroute agent --config`) in one namespace, two gobgpd peers in
 //! two more, routes both ways, plus a configured peer that never answers. In our namespace the
 //! stock `gobgp` client and `underroute global|neighbor` run the same commands against the same
 //! daemon; their outputs must be equal apart from time fields.
@@ -137,8 +137,8 @@ fn gobgpd_peer(ns: &Netns, router_id: &str, ours: &str) -> Gobgpd {
 }
 
 #[test]
-fn gobgp_client_and_our_cli_agree_on_a_speaker_with_two_peers() {
-    if !require_root("gobgp_client_and_our_cli_agree_on_a_speaker_with_two_peers") {
+fn gobgp_client_and_our_cli_agree_on_an_agent_with_two_peers() {
+    if !require_root("gobgp_client_and_our_cli_agree_on_an_agent_with_two_peers") {
         return;
     }
     let ns_us = Netns::new("apiu").expect("our namespace");
@@ -161,30 +161,42 @@ fn gobgp_client_and_our_cli_agree_on_a_speaker_with_two_peers() {
     let a = gobgpd_peer(&ns_a, "10.0.1.1", "10.0.1.2");
     let b = gobgpd_peer(&ns_b, "10.0.2.1", "10.0.2.2");
     let log = ns_us.dir().join("underroute.log");
-    let _speaker = ns_us
+    // The agent as an operator runs it, from a config file. 10.0.3.1 is configured but nobody
+    // is there: a peer that never comes up. The import lists accept everything the peers send.
+    let config = ns_us.dir().join("underroute.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[node]
+name = "node9"
+router_id = "10.0.0.9"
+asn = 65001
+pod_cidrs = ["10.9.0.0/16", "2001:db8:9::/48"]
+[bgp]
+hold_time = 9
+connect_retry = 1
+[api]
+listen = "127.0.0.1:{API_PORT}"
+socket = "{socket}"
+{peers}"#,
+            socket = ns_us.dir().join("api.sock").display(),
+            peers = ["10.0.1.1", "10.0.2.1", "10.0.3.1"]
+                .iter()
+                .map(|a| format!(
+                    "[[peer]]\naddress = \"{a}\"\nasn = 65002\nimport = [\"0.0.0.0/0 le 32\", \"::/0 le 128\"]\n"
+                ))
+                .collect::<String>()
+        ),
+    )
+    .expect("write the agent's config");
+    let _agent = ns_us
         .spawn(
             env!("CARGO_BIN_EXE_underroute"),
-            &[
-                "speaker",
-                "--router-id",
-                "10.0.0.9",
-                "--asn",
-                "65001",
-                // 10.0.3.1 is configured but nobody is there: a peer that never comes up.
-                "--peers",
-                "10.0.1.1,10.0.2.1,10.0.3.1",
-                "--peer-asn",
-                "65002",
-                "--announce",
-                "10.9.0.0/16,2001:db8:9::/48",
-                "--hold",
-                "9",
-                "--api",
-                &format!("127.0.0.1:{API_PORT}"),
-            ],
+            &["agent", "--config", &config.to_string_lossy()],
             &log,
         )
-        .expect("start our speaker");
+        .expect("start our agent");
     a.add_route(
         net("10.1.0.0/24"),
         None,
