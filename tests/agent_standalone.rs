@@ -104,6 +104,7 @@ connect_retry = 1
 address = "10.0.0.1"
 asn = 65001
 accept_default_route = true
+import = ["198.51.100.0/24"]
 [registry]
 dir = "REGISTRY"
 [api]
@@ -202,28 +203,50 @@ socket = "SOCKET"
         "a prefix outside the import list was installed:\n{all}"
     );
 
-    // SIGKILL leaves the kernel routes in place; the restarted agent adopts them and keeps them.
+    // SIGKILL leaves the kernel routes in place; the restarted agent adopts them, keeps what the
+    // ToR still announces and sweeps what it withdrew meanwhile, once the session has settled.
+    tor.add_route(
+        "198.51.100.0/24".parse().expect("literal"),
+        None,
+        &RouteAttrs::default(),
+    )
+    .expect("second route");
+    let kernel_has = |prefix: &str| {
+        ns_node
+            .exec_stdout(&["ip", "-4", "route", "show", prefix, "proto", "201"])
+            .unwrap_or_default()
+            .contains("via 10.0.0.1")
+    };
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        kernel_has("198.51.100.0/24").then_some(())
+    })
+    .expect("second route installed");
     agent.signal(libc::SIGKILL).expect("SIGKILL");
     agent.wait_exit(Duration::from_secs(5)).expect("agent gone");
     assert!(
         kernel_default().contains("via 10.0.0.1"),
         "route survives SIGKILL"
     );
+    tor.del_route("198.51.100.0/24".parse().expect("literal"))
+        .expect("withdrawn while the agent is down");
     let agent = ns_node
         .spawn(BIN, &["agent", "--config", &cfg], &log)
         .expect("restart the agent");
-    let deadline = std::time::Instant::now() + Duration::from_secs(4);
-    while std::time::Instant::now() < deadline {
-        assert!(
-            kernel_default().contains("via 10.0.0.1"),
-            "route kept across the restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        kernel_has("198.51.100.0/24"),
+        "adopted, not flushed, at restart"
+    );
     tor.wait_established(ip("10.0.0.2"), Duration::from_secs(15))
         .expect("session back");
-    // Once the restarted agent has converged, a withdrawal removes the route from the kernel.
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until(Duration::from_secs(40), Duration::from_millis(100), || {
+        (!kernel_has("198.51.100.0/24")).then_some(())
+    })
+    .expect("the route withdrawn during the restart is swept after convergence");
+    assert!(
+        kernel_default().contains("via 10.0.0.1"),
+        "the re-learned route stays"
+    );
+    // After convergence, a withdrawal removes the route from the kernel at once.
     tor.del_route("0.0.0.0/0".parse().expect("literal"))
         .expect("withdraw default");
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {

@@ -2,11 +2,11 @@
 //! first full state may sweep what an earlier run left behind.
 //!
 //! Only routes learned from peers are installed; our own pod CIDRs and pod host routes are
-//! local (the CNI plugin and the pod interfaces carry them). The kernel programmer adopts
-//! existing routes of ours until it is given a full state, so after a restart the first full
-//! state waits for the sessions to come back and settle: a route that survived the restart keeps
-//! forwarding until the peers had their chance to re-announce it, and only then is what is stale
-//! swept (RFC 4724's forwarding promise, kept in the kernel).
+//! local (the CNI plugin and the pod interfaces carry them). Learned routes go to the kernel as
+//! soon as they arrive (gathered for 20 ms). What an earlier run left in the kernel is kept
+//! until the sessions are back and have settled: a route that survived a restart keeps
+//! forwarding until the peers had their chance to re-announce it, and only then is what is
+//! stale swept (RFC 4724's forwarding promise, kept in the kernel).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +19,9 @@ use underroute_bgp::rib::{BestChange, PathSource};
 use underroute_bgp::speaker::Speaker;
 
 use crate::kernel::{DesiredRoutes, Handle, NextHop};
+
+/// The main routing table's id.
+const MAIN_TABLE: u32 = 254;
 
 /// How long changes are gathered before one kernel update: many UPDATEs arrive back to back.
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -51,33 +54,37 @@ pub async fn run(
     snapshot: Vec<BestChange>,
     mut changes: mpsc::UnboundedReceiver<Vec<BestChange>>,
 ) {
+    // Routes of ours already in the main table (adopted after a restart): kept until settled,
+    // unless the RIB speaks for the prefix first.
+    let mut adopted = adopted_routes(&kernel).await;
     let mut desired: HashMap<IpNet, Vec<NextHop>> = HashMap::new();
-    apply(&mut desired, &snapshot);
+    apply(&mut desired, &mut adopted, &snapshot);
     let started = Instant::now();
     let mut synced = false;
     let mut last_change = Instant::now();
-    let mut dirty = false;
+    let mut dirty = !desired.is_empty();
     let mut tick = tokio::time::interval(DEBOUNCE);
     loop {
         tokio::select! {
             batch = changes.recv() => match batch {
                 Some(batch) => {
-                    apply(&mut desired, &batch);
+                    apply(&mut desired, &mut adopted, &batch);
                     dirty = true;
                     last_change = Instant::now();
                 }
                 None => return,
             },
             _ = tick.tick() => {
-                if !synced {
-                    synced = settled(&speaker, started, last_change).await;
-                    if synced {
-                        tracing::info!(routes = desired.len(), "initial convergence: installing the full state, sweeping stale routes");
+                if !synced && settled(&speaker, started, last_change).await {
+                    synced = true;
+                    if !adopted.is_empty() {
+                        tracing::info!(stale = adopted.len(), "converged: sweeping routes left from an earlier run");
+                        adopted.clear();
                         dirty = true;
                     }
                 }
-                if synced && dirty {
-                    push(&kernel, &desired).await;
+                if dirty {
+                    push(&kernel, &desired, &adopted).await;
                     dirty = false;
                 }
             }
@@ -85,8 +92,34 @@ pub async fn run(
     }
 }
 
-fn apply(desired: &mut HashMap<IpNet, Vec<NextHop>>, batch: &[BestChange]) {
+/// Our gateway routes in the main table, as the programmer adopted them at start.
+async fn adopted_routes(kernel: &Handle) -> HashMap<IpNet, Vec<NextHop>> {
+    let Ok(owned) = kernel.routes().await else {
+        return HashMap::new();
+    };
+    owned
+        .into_iter()
+        .filter(|(key, _)| key.table == MAIN_TABLE)
+        .filter_map(|(key, spec)| {
+            let hops: Vec<NextHop> = spec
+                .hops
+                .iter()
+                .filter_map(|h| h.gateway)
+                .map(NextHop::via)
+                .collect();
+            // Device routes are the CNI plugin's; the programmer keeps those itself.
+            (hops.len() == spec.hops.len()).then_some((key.prefix, hops))
+        })
+        .collect()
+}
+
+fn apply(
+    desired: &mut HashMap<IpNet, Vec<NextHop>>,
+    adopted: &mut HashMap<IpNet, Vec<NextHop>>,
+    batch: &[BestChange],
+) {
     for change in batch {
+        adopted.remove(&change.prefix);
         match kernel_route(change) {
             Some(hops) => desired.insert(change.prefix, hops),
             None => desired.remove(&change.prefix),
@@ -106,9 +139,13 @@ async fn settled(speaker: &Speaker, started: Instant, last_change: Instant) -> b
     peers.iter().all(|p| p.state == State::Established) && last_change.elapsed() >= SETTLE
 }
 
-async fn push(kernel: &Handle, desired: &HashMap<IpNet, Vec<NextHop>>) {
+async fn push(
+    kernel: &Handle,
+    desired: &HashMap<IpNet, Vec<NextHop>>,
+    adopted: &HashMap<IpNet, Vec<NextHop>>,
+) {
     let mut routes = DesiredRoutes::new();
-    for (prefix, hops) in desired {
+    for (prefix, hops) in adopted.iter().chain(desired) {
         routes.insert(*prefix, hops.clone());
     }
     match kernel.set_routes(routes).await {
