@@ -95,6 +95,10 @@ struct SpeakerArgs {
     /// Write the number of Loc-RIB prefixes to this file whenever it changes.
     #[arg(long)]
     count_file: Option<PathBuf>,
+    /// Install learned routes into this kernel table (only `main` for now), with our route
+    /// protocol number; without it the speaker is RIB-only.
+    #[arg(long)]
+    table: Option<String>,
     /// Serve the GoBGP-compatible API on this address (`--api` alone: 127.0.0.1:50051).
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:50051")]
     api: Option<SocketAddr>,
@@ -211,6 +215,21 @@ async fn run_speaker(args: SpeakerArgs) -> Result<()> {
             args.hold
         );
     }
+    let kernel = match args.table.as_deref() {
+        None => None,
+        Some("main" | "254") => Some(underroute::kernel::Programmer::start(
+            underroute::kernel::KernelConfig {
+                per_address_tables: false,
+                ..underroute::kernel::KernelConfig::default()
+            },
+        )?),
+        Some(other) => bail!("--table: {other:?}: only the main table is supported"),
+    };
+    // Forwarding survived only if our kernel routes did.
+    let adopted = match &kernel {
+        Some(k) => underroute::agent::install::adopted_routes(k).await,
+        None => Default::default(),
+    };
     let config = SpeakerConfig {
         asn: Asn(args.asn),
         router_id: RouterId(args.router_id),
@@ -218,11 +237,22 @@ async fn run_speaker(args: SpeakerArgs) -> Result<()> {
         cluster_id: None,
         graceful_restart: (args.graceful_restart == 1).then(|| GracefulRestartConfig {
             restarting: args.restarting == 1,
+            forwarding_preserved: args.restarting == 1 && !adopted.is_empty(),
             ..GracefulRestartConfig::default()
         }),
         hostname: None,
     };
     let speaker = Speaker::start(config).await?;
+    if let Some(kernel) = kernel {
+        let (snapshot, changes) = speaker.subscribe().await?;
+        tokio::spawn(underroute::agent::install::run(
+            speaker.clone(),
+            kernel,
+            adopted,
+            snapshot,
+            changes,
+        ));
+    }
     for peer in &args.peers {
         let mut pc = PeerConfig::new(*peer, Asn(args.peer_asn.unwrap_or(args.asn)));
         pc.hold_time = args.hold;

@@ -48,15 +48,16 @@ pub fn kernel_route(change: &BestChange) -> Option<Vec<NextHop>> {
 }
 
 /// Follow the speaker's Loc-RIB and keep the kernel in step until `changes` closes.
+///
+/// `adopted` are the routes an earlier run left (from [`adopted_routes`]): kept until the
+/// sessions have settled, unless the RIB speaks for the prefix first.
 pub async fn run(
     speaker: Speaker,
     kernel: Handle,
+    mut adopted: HashMap<IpNet, Vec<NextHop>>,
     snapshot: Vec<BestChange>,
     mut changes: mpsc::UnboundedReceiver<Vec<BestChange>>,
 ) {
-    // Routes of ours already in the main table (adopted after a restart): kept until settled,
-    // unless the RIB speaks for the prefix first.
-    let mut adopted = adopted_routes(&kernel).await;
     let mut desired: HashMap<IpNet, Vec<NextHop>> = HashMap::new();
     apply(&mut desired, &mut adopted, &snapshot);
     let started = Instant::now();
@@ -92,8 +93,14 @@ pub async fn run(
     }
 }
 
-/// Our gateway routes in the main table, as the programmer adopted them at start.
-async fn adopted_routes(kernel: &Handle) -> HashMap<IpNet, Vec<NextHop>> {
+/// Our gateway routes in the main table that an earlier run left: after a restart, the
+/// evidence that forwarding state survived (the F bit of graceful restart may only be set then).
+pub async fn adopted_routes(kernel: &Handle) -> HashMap<IpNet, Vec<NextHop>> {
+    // The programmer reads the kernel on its own first tick; a resync makes sure that happened
+    // before we ask what it owns.
+    if kernel.resync().await.is_err() {
+        return HashMap::new();
+    }
     let Ok(owned) = kernel.routes().await else {
         return HashMap::new();
     };

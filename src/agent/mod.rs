@@ -20,7 +20,27 @@ use crate::config::Config;
 
 /// Run the agent until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
-    let speaker = Speaker::start(config.speaker())
+    let kernel = crate::kernel::Programmer::start(crate::kernel::KernelConfig {
+        route_protocol: config.kernel.route_protocol,
+        per_address_tables: config.kernel.per_address_tables,
+        ..crate::kernel::KernelConfig::default()
+    })
+    .context("starting the kernel programmer")?;
+    // Routes of ours that outlived the previous run are the proof of a restart with forwarding
+    // preserved: only then may the OPEN carry the Restart State and Forwarding State bits.
+    let adopted = install::adopted_routes(&kernel).await;
+    let mut speaker_config = config.speaker();
+    if let Some(gr) = speaker_config.graceful_restart.as_mut() {
+        gr.restarting = !adopted.is_empty();
+        gr.forwarding_preserved = !adopted.is_empty();
+    }
+    if !adopted.is_empty() {
+        tracing::info!(
+            routes = adopted.len(),
+            "restart: our kernel routes survived; graceful restart with forwarding preserved"
+        );
+    }
+    let speaker = Speaker::start(speaker_config)
         .await
         .context("starting the BGP speaker")?;
     for peer in config.peer_configs() {
@@ -37,12 +57,6 @@ pub async fn run(config: Config) -> Result<()> {
         .map(|p| (*p, PathAttrs::default()))
         .collect();
     speaker.originate(pod_cidrs).await?;
-    let kernel = crate::kernel::Programmer::start(crate::kernel::KernelConfig {
-        route_protocol: config.kernel.route_protocol,
-        per_address_tables: config.kernel.per_address_tables,
-        ..crate::kernel::KernelConfig::default()
-    })
-    .context("starting the kernel programmer")?;
     // The agent owns the registry directory; the CNI plugin only writes files into it.
     std::fs::create_dir_all(&config.registry.dir).with_context(|| {
         format!(
@@ -73,6 +87,7 @@ pub async fn run(config: Config) -> Result<()> {
     tokio::spawn(install::run(
         speaker.clone(),
         kernel.clone(),
+        adopted,
         snapshot,
         changes,
     ));
