@@ -86,7 +86,8 @@ pub struct PeerConfig {
     pub local_address: Option<IpAddr>,
     /// TCP MD5 password (RFC 2385).
     pub password: Option<String>,
-    /// TTL for eBGP multihop; default 1 for eBGP, 64 for iBGP... left to the kernel when None.
+    /// IP TTL of the session's packets (eBGP multihop). Unset: 1 toward eBGP peers (directly
+    /// connected, as routers expect), the kernel's default toward iBGP peers.
     pub multihop_ttl: Option<u8>,
     /// Proposed hold time (seconds).
     pub hold_time: u16,
