@@ -22,7 +22,7 @@ use netlink_packet_route::RouteNetlinkMessage as M;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::batch::{Netlink, Request};
+use super::batch::Netlink;
 use super::diff::{self, Observed};
 use super::routes::{self, DesiredRoutes, ObservedRoute, RouteChange, RouteKey, RouteSpec};
 use super::rules::{self, ObservedRule, RuleSpec};
@@ -311,6 +311,19 @@ enum Tag {
     RouteDel(usize),
 }
 
+/// `RTM_NEWRULE`.
+const RTM_NEWRULE: u16 = 32;
+/// `RTM_DELRULE`.
+const RTM_DELRULE: u16 = 33;
+
+/// Appends a rule body to a send buffer (rules are few: one per host address).
+fn emit(buf: &mut Vec<u8>, m: &RuleMessage) {
+    use netlink_packet_core::Emitable;
+    let at = buf.len();
+    buf.resize(at + m.buffer_len(), 0);
+    m.emit(&mut buf[at..]);
+}
+
 fn errno_text(errno: i32) -> String {
     std::io::Error::from_raw_os_error(errno).to_string()
 }
@@ -347,53 +360,52 @@ impl Engine {
         let plan = diff::plan(&self.cfg, &target, &obs);
         let t_planned = started.elapsed();
 
-        let mut reqs = Vec::with_capacity(
-            plan.rule_dels.len()
-                + plan.route_adds.len()
-                + plan.route_replaces.len()
-                + plan.rule_adds.len()
-                + plan.route_dels.len(),
-        );
-        let mut tags = Vec::with_capacity(reqs.capacity());
-        for (i, r) in plan.rule_dels.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::DelRule(rules::encode_del(r, proto)),
-                flags: 0,
-            });
-            tags.push(Tag::RuleDel(i));
-        }
-        for (i, (k, s)) in plan.route_adds.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::NewRoute(routes::encode_new(k, s, proto)),
-                flags: NLM_F_CREATE | NLM_F_EXCL,
-            });
-            tags.push(Tag::RouteAdd(i));
-        }
-        for (i, (k, s)) in plan.route_replaces.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::NewRoute(routes::encode_new(k, s, proto)),
-                flags: NLM_F_CREATE | NLM_F_REPLACE,
-            });
-            tags.push(Tag::RouteReplace(i));
-        }
-        for (i, r) in plan.rule_adds.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::NewRule(rules::encode_new(r, proto)),
-                flags: NLM_F_CREATE | NLM_F_EXCL,
-            });
-            tags.push(Tag::RuleAdd(i));
-        }
-        for (i, k) in plan.route_dels.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::DelRoute(routes::encode_del(k, proto)),
-                flags: 0,
-            });
-            tags.push(Tag::RouteDel(i));
-        }
-        let results = if reqs.is_empty() {
+        // Requests in plan order: rule deletes, route adds, replaces, rule adds, route deletes.
+        let n_rd = plan.rule_dels.len();
+        let n_ra = n_rd + plan.route_adds.len();
+        let n_rr = n_ra + plan.route_replaces.len();
+        let n_ua = n_rr + plan.rule_adds.len();
+        let total = n_ua + plan.route_dels.len();
+        let tag = |i: usize| {
+            if i < n_rd {
+                Tag::RuleDel(i)
+            } else if i < n_ra {
+                Tag::RouteAdd(i - n_rd)
+            } else if i < n_rr {
+                Tag::RouteReplace(i - n_ra)
+            } else if i < n_ua {
+                Tag::RuleAdd(i - n_rr)
+            } else {
+                Tag::RouteDel(i - n_ua)
+            }
+        };
+        let results = if total == 0 {
             Vec::new()
         } else {
-            self.nl.execute(reqs)?
+            self.nl.execute(total, |i, buf| match tag(i) {
+                Tag::RuleDel(j) => {
+                    emit(buf, &rules::encode_del(&plan.rule_dels[j], proto));
+                    (RTM_DELRULE, 0)
+                }
+                Tag::RouteAdd(j) => {
+                    let (k, s) = &plan.route_adds[j];
+                    routes::write_new(buf, k, s, proto);
+                    (routes::RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL)
+                }
+                Tag::RouteReplace(j) => {
+                    let (k, s) = &plan.route_replaces[j];
+                    routes::write_new(buf, k, s, proto);
+                    (routes::RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE)
+                }
+                Tag::RuleAdd(j) => {
+                    emit(buf, &rules::encode_new(&plan.rule_adds[j], proto));
+                    (RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL)
+                }
+                Tag::RouteDel(j) => {
+                    routes::write_del(buf, &plan.route_dels[j], proto);
+                    (routes::RTM_DELROUTE, 0)
+                }
+            })?
         };
         let t_written = started.elapsed();
 
@@ -404,7 +416,8 @@ impl Engine {
         let mut rules_added = Vec::new();
         let mut rules_gone = HashSet::new();
         let mut repaired = 0u64;
-        for (tag, errno) in tags.into_iter().zip(results) {
+        for (i, errno) in results.into_iter().enumerate() {
+            let tag = tag(i);
             match tag {
                 Tag::RouteAdd(i) | Tag::RouteReplace(i) => {
                     let (k, s) = match tag {
