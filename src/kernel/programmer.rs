@@ -24,10 +24,14 @@ use tracing::Instrument;
 
 use super::batch::Netlink;
 use super::diff::{self, Observed};
+use super::monitor::RouteGroups;
 use super::routes::{self, DesiredRoutes, ObservedRoute, RouteChange, RouteKey, RouteSpec};
 use super::rules::{self, ObservedRule, RuleSpec};
 use super::tables::{AddressTable, HostAddr, Link};
 use super::{KernelConfig, KernelError};
+
+/// Writes of at least this many routes leave the monitor's route groups while they run.
+const MUTE_ROUTES: usize = 1024;
 
 /// Notifications arriving within this window are handled by one full reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(30);
@@ -175,18 +179,20 @@ impl Programmer {
     pub fn start(config: KernelConfig) -> Result<Handle, KernelError> {
         config.validate()?;
         let nl = Netlink::open()?;
-        let mon = super::monitor::open()?;
+        let (mon, route_groups) = super::monitor::open()?;
         let (kick_tx, kick_rx) = mpsc::channel(1);
         let monitor = tokio::spawn(super::monitor::run(
             mon,
             config.clone(),
             nl.port_id(),
-            kick_tx,
+            kick_tx.clone(),
         ));
         let (tx, rx) = mpsc::channel(64);
         let engine = Engine {
             cfg: config,
             nl,
+            route_groups,
+            kick: kick_tx,
             desired: None,
             cache: None,
             owned_before: HashSet::new(),
@@ -293,6 +299,10 @@ async fn reconcile(mut e: Engine, full: bool) -> (Option<Engine>, Result<Report,
 struct Engine {
     cfg: KernelConfig,
     nl: Netlink,
+    /// The monitor's route group membership, left during big writes of ours.
+    route_groups: RouteGroups,
+    /// Asks the task for a full reconcile (as the monitor does).
+    kick: mpsc::Sender<()>,
     desired: Option<DesiredRoutes>,
     /// What the kernel holds, as of the last full read plus our successful writes since.
     cache: Option<Observed>,
@@ -379,8 +389,18 @@ impl Engine {
                 Tag::RouteDel(i - n_ua)
             }
         };
+        // Big writes go out with the monitor off the route groups (see `RouteGroups`); what
+        // others changed meanwhile is caught by the full re-read asked for below.
+        let muted = total - plan.rule_dels.len() - plan.rule_adds.len() >= MUTE_ROUTES
+            && match self.route_groups.leave() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not leave the route groups; writing with notifications");
+                    false
+                }
+            };
         let results = if total == 0 {
-            Vec::new()
+            Ok(Vec::new())
         } else {
             self.nl.execute(total, |i, buf| match tag(i) {
                 Tag::RuleDel(j) => {
@@ -405,8 +425,17 @@ impl Engine {
                     routes::write_del(buf, &plan.route_dels[j], proto);
                     (routes::RTM_DELROUTE, 0)
                 }
-            })?
+            })
         };
+        if muted {
+            if let Err(e) = self.route_groups.join() {
+                // Without route notifications only the resync timer would notice repairs.
+                tracing::warn!(error = %e, "could not rejoin the route groups");
+            }
+            // A full kick queue already means a full reconcile is coming.
+            let _ = self.kick.try_send(());
+        }
+        let results = results?;
         let t_written = started.elapsed();
 
         let mut report = Report::default();
