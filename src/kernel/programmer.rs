@@ -9,6 +9,8 @@
 //! changes something of ours); one after a kick or the timer re-reads everything first.
 
 use std::collections::{BTreeMap, HashSet};
+
+use super::FastSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -195,7 +197,7 @@ impl Programmer {
             kick: kick_tx,
             desired: None,
             cache: None,
-            owned_before: HashSet::new(),
+            owned_before: FastSet::default(),
             rules_before: HashSet::new(),
             snap: Snapshot::default(),
         };
@@ -307,7 +309,7 @@ struct Engine {
     /// What the kernel holds, as of the last full read plus our successful writes since.
     cache: Option<Observed>,
     /// Our keys after the last reconcile: a full read that misses one of them found a repair.
-    owned_before: HashSet<RouteKey>,
+    owned_before: FastSet<RouteKey>,
     rules_before: HashSet<RuleSpec>,
     snap: Snapshot,
 }
@@ -441,7 +443,7 @@ impl Engine {
         let mut report = Report::default();
         let mut failures = Vec::new();
         let mut written: Vec<(RouteKey, RouteSpec)> = Vec::new();
-        let mut gone: HashSet<RouteKey> = HashSet::new();
+        let mut gone: FastSet<RouteKey> = FastSet::default();
         let mut rules_added = Vec::new();
         let mut rules_gone = HashSet::new();
         let mut repaired = 0u64;
@@ -466,7 +468,7 @@ impl Engine {
                             report.replaced += 1;
                         }
                         gone.insert(*k);
-                        written.push((*k, s.clone()));
+                        written.push((*k, RouteSpec::clone(s)));
                     } else {
                         report.failed += 1;
                         failures.push(Failure {
@@ -566,6 +568,7 @@ impl Engine {
         s.owned_routes = self.owned_before.len();
         s.rules = self.rules_before.iter().copied().collect();
         s.rules.sort();
+        s.conflicts = plan.conflicts;
         s.tables = target.tables;
         s.installed += (report.added + report.replaced) as u64;
         s.removed += report.removed as u64;
@@ -573,7 +576,6 @@ impl Engine {
         s.reconciles += 1;
         s.last_reconcile = report.duration;
         s.failures = failures;
-        s.conflicts = plan.conflicts;
         s.unresolved = target.unresolved;
         s.last_error = None;
         self.cache = Some(obs);

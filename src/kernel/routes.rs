@@ -160,6 +160,10 @@ impl RouteSpec {
         if self.hops.len() != observed.hops.len() || self.prefsrc != observed.prefsrc {
             return false;
         }
+        // The common case, without the bookkeeping allocation of the general one.
+        if let ([want], [seen]) = (self.hops.as_slice(), observed.hops.as_slice()) {
+            return want.accepts(seen);
+        }
         let mut used = vec![false; observed.hops.len()];
         self.hops.iter().all(|want| {
             let found = observed
