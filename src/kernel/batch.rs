@@ -29,12 +29,6 @@ const DUMP_TRIES: u32 = 8;
 /// No kernel answer within this time means something is badly wrong; never wait forever.
 const RECV_TIMEOUT_SECS: i64 = 10;
 
-/// One write request: the message and its `NLM_F_*` flags besides `NLM_F_REQUEST`.
-pub(crate) struct Request {
-    pub msg: RouteNetlinkMessage,
-    pub flags: u16,
-}
-
 /// A blocking rtnetlink socket for requests.
 pub(crate) struct Netlink {
     sock: Socket,
@@ -76,29 +70,36 @@ impl Netlink {
         self.seq
     }
 
-    /// Sends all requests, packed, and returns the outcome of each: 0 or a positive errno.
-    pub fn execute(&mut self, reqs: Vec<Request>) -> Result<Vec<i32>, KernelError> {
-        let mut results = vec![0i32; reqs.len()];
-        let mut reqs = reqs.into_iter().peekable();
-        let mut done = 0;
-        while reqs.peek().is_some() {
+    /// Sends `n` requests, packed, and returns the outcome of each: 0 or a positive errno.
+    /// `write(i, buf)` appends the body of request `i` (everything after the netlink header) to
+    /// `buf` and returns its message type and `NLM_F_*` flags besides `NLM_F_REQUEST`: bodies go
+    /// straight into the send buffer, with no message value or allocation per request.
+    pub fn execute(
+        &mut self,
+        n: usize,
+        mut write: impl FnMut(usize, &mut Vec<u8>) -> (u16, u16),
+    ) -> Result<Vec<i32>, KernelError> {
+        let mut results = vec![0i32; n];
+        let mut next = 0;
+        while next < n {
             self.tx.clear();
+            let first = next;
             let first_seq = self.seq.wrapping_add(1);
             let mut last_at = 0;
-            let mut count = 0;
-            while self.tx.len() < PACKET_BYTES {
-                let Some(req) = reqs.next() else { break };
-                let mut m = NetlinkMessage::new(
-                    NetlinkHeader::default(),
-                    NetlinkPayload::InnerMessage(req.msg),
-                );
-                m.header.flags = NLM_F_REQUEST | req.flags;
-                m.header.sequence_number = self.next_seq();
-                m.finalize();
+            while next < n && self.tx.len() < PACKET_BYTES {
                 last_at = self.tx.len();
-                self.tx.resize(last_at + m.buffer_len(), 0);
-                m.serialize(&mut self.tx[last_at..]);
-                count += 1;
+                self.tx.extend_from_slice(&[0u8; 16]);
+                let (kind, flags) = write(next, &mut self.tx);
+                let seq = self.next_seq();
+                let len = (self.tx.len() - last_at) as u32;
+                let h = &mut self.tx[last_at..last_at + 16];
+                h[0..4].copy_from_slice(&len.to_ne_bytes());
+                h[4..6].copy_from_slice(&kind.to_ne_bytes());
+                h[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+                h[8..12].copy_from_slice(&seq.to_ne_bytes());
+                // Bodies are 4-byte aligned already; keep the next header aligned regardless.
+                self.tx.resize((self.tx.len() + 3) & !3, 0);
+                next += 1;
             }
             // Only the packet's last message asks for an ACK: its arrival means the kernel has
             // handled the whole packet, and failures of the others were reported before it.
@@ -107,8 +108,7 @@ impl Netlink {
             self.tx[last_at + 6..last_at + 8].copy_from_slice(&flags.to_ne_bytes());
             let last_seq = self.seq;
             self.sock.send(&self.tx, 0).map_err(io_err("sendmsg"))?;
-            self.read_acks(first_seq, last_seq, &mut results[done..done + count])?;
-            done += count;
+            self.read_acks(first_seq, last_seq, &mut results[first..next])?;
         }
         Ok(results)
     }

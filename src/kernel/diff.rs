@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use super::{FastMap, FastSet};
+
 use ipnet::IpNet;
 
 use super::routes::{DesiredRoutes, Hop, ObservedRoute, RouteKey, RouteSpec, MAIN_TABLE};
@@ -30,7 +32,7 @@ pub struct Observed {
 #[derive(Debug, Default)]
 pub struct Target {
     /// Every route we want, by key.
-    pub routes: HashMap<RouteKey, RouteSpec>,
+    pub routes: FastMap<RouteKey, RouteSpec>,
     /// Every rule we want.
     pub rules: BTreeSet<RuleSpec>,
     /// The per-address tables.
@@ -41,14 +43,15 @@ pub struct Target {
 
 /// Changes, in the order they are applied: rules leave before their tables empty, and arrive
 /// after their tables are filled; device routes come before gateway routes that resolve via them.
+/// Route specs are borrowed from the [`Target`]: copying 300k of them cost an allocation each.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub struct Plan<'a> {
     /// Rules of ours that are no longer wanted.
     pub rule_dels: Vec<RuleSpec>,
     /// Routes to create (`NLM_F_CREATE | NLM_F_EXCL`).
-    pub route_adds: Vec<(RouteKey, RouteSpec)>,
+    pub route_adds: Vec<(RouteKey, &'a RouteSpec)>,
     /// Routes of ours whose next hops change (`NLM_F_REPLACE`).
-    pub route_replaces: Vec<(RouteKey, RouteSpec)>,
+    pub route_replaces: Vec<(RouteKey, &'a RouteSpec)>,
     /// Rules to create.
     pub rule_adds: Vec<RuleSpec>,
     /// Routes of ours that are no longer wanted.
@@ -57,7 +60,7 @@ pub struct Plan {
     pub conflicts: Vec<RouteKey>,
 }
 
-impl Plan {
+impl Plan<'_> {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.rule_dels.is_empty()
@@ -153,11 +156,19 @@ pub fn target(cfg: &KernelConfig, desired: Option<&DesiredRoutes>, obs: &Observe
                 }
             }
             // The CNI plugin's routes stay and are copied, unless the desired state has its own
-            // route for the prefix.
-            let wanted: HashSet<IpNet> = pod.iter().map(|(p, _)| *p).collect();
-            for r in &obs.routes {
-                if is_cni_route(cfg, r, &by_index) && !wanted.contains(&r.key.prefix) {
-                    pod.push((r.key.prefix, r.spec.clone()));
+            // route for the prefix. They are few: the set of wanted prefixes is only built when
+            // there are some.
+            let cni: Vec<&ObservedRoute> = obs
+                .routes
+                .iter()
+                .filter(|r| is_cni_route(cfg, r, &by_index))
+                .collect();
+            if !cni.is_empty() {
+                let wanted: HashSet<IpNet> = pod.iter().map(|(p, _)| *p).collect();
+                for r in cni {
+                    if !wanted.contains(&r.key.prefix) {
+                        pod.push((r.key.prefix, r.spec.clone()));
+                    }
                 }
             }
         }
@@ -194,9 +205,10 @@ pub fn target(cfg: &KernelConfig, desired: Option<&DesiredRoutes>, obs: &Observe
 }
 
 /// The changes from `obs` to `target`.
-pub fn plan(cfg: &KernelConfig, target: &Target, obs: &Observed) -> Plan {
-    let mut ours: HashMap<RouteKey, &ObservedRoute> = HashMap::new();
-    let mut foreign: HashSet<RouteKey> = HashSet::new();
+pub fn plan<'a>(cfg: &KernelConfig, target: &'a Target, obs: &Observed) -> Plan<'a> {
+    let mut ours: FastMap<RouteKey, &ObservedRoute> = FastMap::default();
+    ours.reserve(obs.routes.len());
+    let mut foreign: FastSet<RouteKey> = FastSet::default();
     for r in &obs.routes {
         if r.protocol == cfg.route_protocol {
             ours.insert(r.key, r);
@@ -208,9 +220,9 @@ pub fn plan(cfg: &KernelConfig, target: &Target, obs: &Observed) -> Plan {
     for (key, spec) in &target.routes {
         match ours.get(key) {
             Some(seen) if spec.accepts(&seen.spec) => {}
-            Some(_) => p.route_replaces.push((*key, spec.clone())),
+            Some(_) => p.route_replaces.push((*key, spec)),
             None if foreign.contains(key) => p.conflicts.push(*key),
-            None => p.route_adds.push((*key, spec.clone())),
+            None => p.route_adds.push((*key, spec)),
         }
     }
     for key in ours.keys() {
@@ -227,12 +239,13 @@ pub fn plan(cfg: &KernelConfig, target: &Target, obs: &Observed) -> Plan {
     p.rule_adds = target.rules.difference(&seen_rules).copied().collect();
     p.rule_dels = seen_rules.difference(&target.rules).copied().collect();
     // Device routes first (gateways in the same batch resolve through them), then by key so
-    // batches are deterministic.
-    p.route_adds.sort_by_key(|a| (!a.1.is_device_route(), a.0));
+    // batches are deterministic (keys are unique, so an unstable sort is deterministic too).
+    p.route_adds
+        .sort_unstable_by_key(|a| (!a.1.is_device_route(), a.0));
     p.route_replaces
-        .sort_by_key(|a| (!a.1.is_device_route(), a.0));
-    p.route_dels.sort();
-    p.conflicts.sort();
+        .sort_unstable_by_key(|a| (!a.1.is_device_route(), a.0));
+    p.route_dels.sort_unstable();
+    p.conflicts.sort_unstable();
     p
 }
 
@@ -346,7 +359,8 @@ mod tests {
             ..Observed::default()
         };
         let d = desired(&[("10.9.0.0/24", &["10.0.0.2"])]);
-        let p = plan(&cfg(), &target(&cfg(), Some(&d), &obs), &obs);
+        let t = target(&cfg(), Some(&d), &obs);
+        let p = plan(&cfg(), &t, &obs);
         assert_eq!(p.conflicts.len(), 1);
         assert!(p.route_adds.is_empty() && p.route_replaces.is_empty());
     }
@@ -358,11 +372,13 @@ mod tests {
             routes: vec![obs_route(MAIN_TABLE, "10.1.0.0/24", OURS, "10.0.0.1")],
             ..Observed::default()
         };
-        let p = plan(&cfg(), &target(&cfg(), None, &obs), &obs);
+        let t = target(&cfg(), None, &obs);
+        let p = plan(&cfg(), &t, &obs);
         assert!(p.is_empty());
         // Once a desired state exists, what it lacks is swept.
         let d = DesiredRoutes::new();
-        let p = plan(&cfg(), &target(&cfg(), Some(&d), &obs), &obs);
+        let t = target(&cfg(), Some(&d), &obs);
+        let p = plan(&cfg(), &t, &obs);
         assert_eq!(p.route_dels.len(), 1);
     }
 
@@ -388,11 +404,8 @@ mod tests {
             routes: vec![cni],
             ..Observed::default()
         };
-        let p = plan(
-            &cfg(),
-            &target(&cfg(), Some(&DesiredRoutes::new()), &obs),
-            &obs,
-        );
+        let t = target(&cfg(), Some(&DesiredRoutes::new()), &obs);
+        let p = plan(&cfg(), &t, &obs);
         assert!(p.is_empty());
     }
 
@@ -433,7 +446,8 @@ mod tests {
             }],
             ..Observed::default()
         };
-        let p = plan(&cfg, &target(&cfg, Some(&DesiredRoutes::new()), &obs), &obs);
+        let t = target(&cfg, Some(&DesiredRoutes::new()), &obs);
+        let p = plan(&cfg, &t, &obs);
         assert_eq!(p.rule_adds.len(), 1);
         assert_eq!(
             p.rule_adds[0].from,

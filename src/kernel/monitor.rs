@@ -7,6 +7,7 @@
 //! lost, so it asks for a full look as well.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -25,8 +26,52 @@ const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
 const RTNLGRP_IPV6_RULE: u32 = 19;
 
-/// Opens the subscribed socket (in the calling thread's namespace).
-pub(crate) fn open() -> Result<AsyncFd<Socket>, KernelError> {
+/// A second descriptor of the monitor socket, with which the programmer leaves the route groups
+/// around its own big writes: with a listener subscribed, the kernel builds and queues one
+/// notification per route inside our `sendmsg` (about a quarter of the cost of a 100k add), and
+/// the burst overflows the monitor anyway, which then asks for a full re-read. Leaving the groups
+/// keeps that outcome (the programmer asks for the full re-read itself) without the cost.
+pub(crate) struct RouteGroups(OwnedFd);
+
+impl RouteGroups {
+    fn set(&self, join: bool) -> io::Result<()> {
+        let opt = if join {
+            libc::NETLINK_ADD_MEMBERSHIP
+        } else {
+            libc::NETLINK_DROP_MEMBERSHIP
+        };
+        for g in [RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
+            // SAFETY: setsockopt on an open fd with a pointer to a live u32 of the given size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.0.as_raw_fd(),
+                    libc::SOL_NETLINK,
+                    opt,
+                    &g as *const u32 as *const libc::c_void,
+                    std::mem::size_of::<u32>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops route notifications to the monitor.
+    pub fn leave(&self) -> io::Result<()> {
+        self.set(false)
+    }
+
+    /// Resumes route notifications to the monitor.
+    pub fn join(&self) -> io::Result<()> {
+        self.set(true)
+    }
+}
+
+/// Opens the subscribed socket (in the calling thread's namespace), and a handle on its route
+/// group membership.
+pub(crate) fn open() -> Result<(AsyncFd<Socket>, RouteGroups), KernelError> {
     let io_err = |what| move |source| KernelError::Io { what, source };
     let mut sock = Socket::new(NETLINK_ROUTE).map_err(io_err("monitor socket"))?;
     sock.bind_auto().map_err(io_err("monitor bind"))?;
@@ -46,9 +91,17 @@ pub(crate) fn open() -> Result<AsyncFd<Socket>, KernelError> {
         .map_err(io_err("monitor SO_RCVBUF"))?;
     sock.set_non_blocking(true)
         .map_err(io_err("monitor O_NONBLOCK"))?;
+    // SAFETY: the fd is open (the socket owns it); dup returns a new fd or -1.
+    let dup = unsafe { libc::dup(sock.as_raw_fd()) };
+    if dup < 0 {
+        return Err(io_err("monitor dup")(io::Error::last_os_error()));
+    }
+    // SAFETY: dup just returned this fd and nothing else owns it.
+    let groups = RouteGroups(unsafe { OwnedFd::from_raw_fd(dup) });
     // SAFETY: the socket owns its fd and keeps it open, unchanged, until the AsyncFd drops it.
-    unsafe { AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE) }
-        .map_err(|e| io_err("monitor registration")(e.into()))
+    let fd = unsafe { AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE) }
+        .map_err(|e| io_err("monitor registration")(e.into()))?;
+    Ok((fd, groups))
 }
 
 /// Whether a notification concerns us.

@@ -9,6 +9,8 @@
 //! changes something of ours); one after a kick or the timer re-reads everything first.
 
 use std::collections::{BTreeMap, HashSet};
+
+use super::FastSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -22,12 +24,16 @@ use netlink_packet_route::RouteNetlinkMessage as M;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::batch::{Netlink, Request};
+use super::batch::Netlink;
 use super::diff::{self, Observed};
+use super::monitor::RouteGroups;
 use super::routes::{self, DesiredRoutes, ObservedRoute, RouteChange, RouteKey, RouteSpec};
 use super::rules::{self, ObservedRule, RuleSpec};
 use super::tables::{AddressTable, HostAddr, Link};
 use super::{KernelConfig, KernelError};
+
+/// Writes of at least this many routes leave the monitor's route groups while they run.
+const MUTE_ROUTES: usize = 1024;
 
 /// Notifications arriving within this window are handled by one full reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(30);
@@ -175,21 +181,23 @@ impl Programmer {
     pub fn start(config: KernelConfig) -> Result<Handle, KernelError> {
         config.validate()?;
         let nl = Netlink::open()?;
-        let mon = super::monitor::open()?;
+        let (mon, route_groups) = super::monitor::open()?;
         let (kick_tx, kick_rx) = mpsc::channel(1);
         let monitor = tokio::spawn(super::monitor::run(
             mon,
             config.clone(),
             nl.port_id(),
-            kick_tx,
+            kick_tx.clone(),
         ));
         let (tx, rx) = mpsc::channel(64);
         let engine = Engine {
             cfg: config,
             nl,
+            route_groups,
+            kick: kick_tx,
             desired: None,
             cache: None,
-            owned_before: HashSet::new(),
+            owned_before: FastSet::default(),
             rules_before: HashSet::new(),
             snap: Snapshot::default(),
         };
@@ -293,11 +301,15 @@ async fn reconcile(mut e: Engine, full: bool) -> (Option<Engine>, Result<Report,
 struct Engine {
     cfg: KernelConfig,
     nl: Netlink,
+    /// The monitor's route group membership, left during big writes of ours.
+    route_groups: RouteGroups,
+    /// Asks the task for a full reconcile (as the monitor does).
+    kick: mpsc::Sender<()>,
     desired: Option<DesiredRoutes>,
     /// What the kernel holds, as of the last full read plus our successful writes since.
     cache: Option<Observed>,
     /// Our keys after the last reconcile: a full read that misses one of them found a repair.
-    owned_before: HashSet<RouteKey>,
+    owned_before: FastSet<RouteKey>,
     rules_before: HashSet<RuleSpec>,
     snap: Snapshot,
 }
@@ -309,6 +321,19 @@ enum Tag {
     RouteReplace(usize),
     RuleAdd(usize),
     RouteDel(usize),
+}
+
+/// `RTM_NEWRULE`.
+const RTM_NEWRULE: u16 = 32;
+/// `RTM_DELRULE`.
+const RTM_DELRULE: u16 = 33;
+
+/// Appends a rule body to a send buffer (rules are few: one per host address).
+fn emit(buf: &mut Vec<u8>, m: &RuleMessage) {
+    use netlink_packet_core::Emitable;
+    let at = buf.len();
+    buf.resize(at + m.buffer_len(), 0);
+    m.emit(&mut buf[at..]);
 }
 
 fn errno_text(errno: i32) -> String {
@@ -347,64 +372,83 @@ impl Engine {
         let plan = diff::plan(&self.cfg, &target, &obs);
         let t_planned = started.elapsed();
 
-        let mut reqs = Vec::with_capacity(
-            plan.rule_dels.len()
-                + plan.route_adds.len()
-                + plan.route_replaces.len()
-                + plan.rule_adds.len()
-                + plan.route_dels.len(),
-        );
-        let mut tags = Vec::with_capacity(reqs.capacity());
-        for (i, r) in plan.rule_dels.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::DelRule(rules::encode_del(r, proto)),
-                flags: 0,
-            });
-            tags.push(Tag::RuleDel(i));
-        }
-        for (i, (k, s)) in plan.route_adds.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::NewRoute(routes::encode_new(k, s, proto)),
-                flags: NLM_F_CREATE | NLM_F_EXCL,
-            });
-            tags.push(Tag::RouteAdd(i));
-        }
-        for (i, (k, s)) in plan.route_replaces.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::NewRoute(routes::encode_new(k, s, proto)),
-                flags: NLM_F_CREATE | NLM_F_REPLACE,
-            });
-            tags.push(Tag::RouteReplace(i));
-        }
-        for (i, r) in plan.rule_adds.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::NewRule(rules::encode_new(r, proto)),
-                flags: NLM_F_CREATE | NLM_F_EXCL,
-            });
-            tags.push(Tag::RuleAdd(i));
-        }
-        for (i, k) in plan.route_dels.iter().enumerate() {
-            reqs.push(Request {
-                msg: M::DelRoute(routes::encode_del(k, proto)),
-                flags: 0,
-            });
-            tags.push(Tag::RouteDel(i));
-        }
-        let results = if reqs.is_empty() {
-            Vec::new()
-        } else {
-            self.nl.execute(reqs)?
+        // Requests in plan order: rule deletes, route adds, replaces, rule adds, route deletes.
+        let n_rd = plan.rule_dels.len();
+        let n_ra = n_rd + plan.route_adds.len();
+        let n_rr = n_ra + plan.route_replaces.len();
+        let n_ua = n_rr + plan.rule_adds.len();
+        let total = n_ua + plan.route_dels.len();
+        let tag = |i: usize| {
+            if i < n_rd {
+                Tag::RuleDel(i)
+            } else if i < n_ra {
+                Tag::RouteAdd(i - n_rd)
+            } else if i < n_rr {
+                Tag::RouteReplace(i - n_ra)
+            } else if i < n_ua {
+                Tag::RuleAdd(i - n_rr)
+            } else {
+                Tag::RouteDel(i - n_ua)
+            }
         };
+        // Big writes go out with the monitor off the route groups (see `RouteGroups`); what
+        // others changed meanwhile is caught by the full re-read asked for below.
+        let muted = total - plan.rule_dels.len() - plan.rule_adds.len() >= MUTE_ROUTES
+            && match self.route_groups.leave() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not leave the route groups; writing with notifications");
+                    false
+                }
+            };
+        let results = if total == 0 {
+            Ok(Vec::new())
+        } else {
+            self.nl.execute(total, |i, buf| match tag(i) {
+                Tag::RuleDel(j) => {
+                    emit(buf, &rules::encode_del(&plan.rule_dels[j], proto));
+                    (RTM_DELRULE, 0)
+                }
+                Tag::RouteAdd(j) => {
+                    let (k, s) = &plan.route_adds[j];
+                    routes::write_new(buf, k, s, proto);
+                    (routes::RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL)
+                }
+                Tag::RouteReplace(j) => {
+                    let (k, s) = &plan.route_replaces[j];
+                    routes::write_new(buf, k, s, proto);
+                    (routes::RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE)
+                }
+                Tag::RuleAdd(j) => {
+                    emit(buf, &rules::encode_new(&plan.rule_adds[j], proto));
+                    (RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL)
+                }
+                Tag::RouteDel(j) => {
+                    routes::write_del(buf, &plan.route_dels[j], proto);
+                    (routes::RTM_DELROUTE, 0)
+                }
+            })
+        };
+        if muted {
+            if let Err(e) = self.route_groups.join() {
+                // Without route notifications only the resync timer would notice repairs.
+                tracing::warn!(error = %e, "could not rejoin the route groups");
+            }
+            // A full kick queue already means a full reconcile is coming.
+            let _ = self.kick.try_send(());
+        }
+        let results = results?;
         let t_written = started.elapsed();
 
         let mut report = Report::default();
         let mut failures = Vec::new();
         let mut written: Vec<(RouteKey, RouteSpec)> = Vec::new();
-        let mut gone: HashSet<RouteKey> = HashSet::new();
+        let mut gone: FastSet<RouteKey> = FastSet::default();
         let mut rules_added = Vec::new();
         let mut rules_gone = HashSet::new();
         let mut repaired = 0u64;
-        for (tag, errno) in tags.into_iter().zip(results) {
+        for (i, errno) in results.into_iter().enumerate() {
+            let tag = tag(i);
             match tag {
                 Tag::RouteAdd(i) | Tag::RouteReplace(i) => {
                     let (k, s) = match tag {
@@ -424,7 +468,7 @@ impl Engine {
                             report.replaced += 1;
                         }
                         gone.insert(*k);
-                        written.push((*k, s.clone()));
+                        written.push((*k, RouteSpec::clone(s)));
                     } else {
                         report.failed += 1;
                         failures.push(Failure {
@@ -524,6 +568,7 @@ impl Engine {
         s.owned_routes = self.owned_before.len();
         s.rules = self.rules_before.iter().copied().collect();
         s.rules.sort();
+        s.conflicts = plan.conflicts;
         s.tables = target.tables;
         s.installed += (report.added + report.replaced) as u64;
         s.removed += report.removed as u64;
@@ -531,7 +576,6 @@ impl Engine {
         s.reconciles += 1;
         s.last_reconcile = report.duration;
         s.failures = failures;
-        s.conflicts = plan.conflicts;
         s.unresolved = target.unresolved;
         s.last_error = None;
         self.cache = Some(obs);
