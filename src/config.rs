@@ -73,6 +73,9 @@ pub struct Config {
     /// Where the CNI plugin records underlay pods.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Prometheus metrics and health probes.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[node]`
@@ -241,6 +244,23 @@ impl Default for RegistryConfig {
     }
 }
 
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// HTTP address for `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -267,6 +287,9 @@ fn default_api_listen() -> SocketAddr {
 }
 fn default_api_socket() -> Option<PathBuf> {
     Some(PathBuf::from("/run/underroute/api.sock"))
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9479))
 }
 fn default_registry_dir() -> PathBuf {
     PathBuf::from("/run/underroute/pods")

@@ -19,6 +19,7 @@ use underroute_bgp::rib::{BestChange, PathSource};
 use underroute_bgp::speaker::Speaker;
 
 use crate::kernel::{DesiredRoutes, Handle, NextHop};
+use crate::metrics::Health;
 
 /// How long changes are gathered before one kernel update: many UPDATEs arrive back to back.
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -44,12 +45,14 @@ pub fn kernel_route(change: &BestChange) -> Option<Vec<NextHop>> {
     Some(vec![NextHop::via(next_hop)])
 }
 
-/// Follow the speaker's Loc-RIB and keep the kernel in step until `changes` closes.
+/// Follow the speaker's Loc-RIB and keep the kernel in step until `changes` closes. `health`
+/// gets a heartbeat every tick and turns ready once the first full state reached the kernel.
 pub async fn run(
     speaker: Speaker,
     kernel: Handle,
     snapshot: Vec<BestChange>,
     mut changes: mpsc::UnboundedReceiver<Vec<BestChange>>,
+    health: Health,
 ) {
     let mut desired: HashMap<IpNet, Vec<NextHop>> = HashMap::new();
     apply(&mut desired, &snapshot);
@@ -69,6 +72,7 @@ pub async fn run(
                 None => return,
             },
             _ = tick.tick() => {
+                health.beat();
                 if !synced {
                     synced = settled(&speaker, started, last_change).await;
                     if synced {
@@ -79,6 +83,9 @@ pub async fn run(
                 if synced && dirty {
                     push(&kernel, &desired).await;
                     dirty = false;
+                    // Even if the kernel refused some routes: the state was handed over, and
+                    // the programmer's periodic resync retries what failed.
+                    health.set_ready();
                 }
             }
         }

@@ -69,12 +69,24 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .await
     .context("starting the API")?;
+    let health = crate::metrics::Health::new();
+    crate::metrics::spawn(
+        config.metrics.listen,
+        crate::metrics::Sources {
+            speaker: speaker.clone(),
+            kernel: kernel.clone(),
+            health: health.clone(),
+        },
+    )
+    .await
+    .context("starting the metrics server")?;
     let (snapshot, changes) = speaker.subscribe().await?;
     tokio::spawn(install::run(
         speaker.clone(),
         kernel.clone(),
         snapshot,
         changes,
+        health,
     ));
     tracing::info!(node = %config.node.name, asn = config.node.asn, peers = config.peers.len(), "agent running");
 
