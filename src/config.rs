@@ -128,6 +128,21 @@ pub struct BgpConfig {
     /// Default connect-retry time for peers, in seconds.
     #[serde(default = "default_connect_retry")]
     pub connect_retry: u64,
+    /// How SIGTERM ends the sessions.
+    #[serde(default)]
+    pub sigterm: SigtermAction,
+}
+
+/// `bgp.sigterm`: what the agent tells its peers when it is stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigtermAction {
+    /// Cease / Administrative Shutdown: peers withdraw our routes at once (a node going away).
+    #[default]
+    Withdraw,
+    /// Close without a NOTIFICATION: peers that negotiated graceful restart keep our routes
+    /// (stale) until we are back (a restart: DaemonSet rolling update).
+    GracefulRestart,
 }
 
 impl Default for BgpConfig {
@@ -138,6 +153,7 @@ impl Default for BgpConfig {
             restart_time: default_restart_time(),
             hold_time: default_hold(),
             connect_retry: default_connect_retry(),
+            sigterm: SigtermAction::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use underroute::testbed::{
-    link_pair, require_root, wait_until, Addrs, GobgpConfig, GobgpNeighbor, Gobgpd, Netns,
+    link_pair, require_root, wait_until, Addrs, Family, GobgpConfig, GobgpNeighbor, Gobgpd, Netns,
     RouteAttrs,
 };
 
@@ -61,6 +61,7 @@ fn metrics_healthz_and_readyz_report_sessions_prefixes_and_kernel_state() {
             neighbors: vec![GobgpNeighbor {
                 address: ip("10.0.0.2"),
                 asn: 64512,
+                graceful_restart: Some(60),
                 ..Default::default()
             }],
             ..Default::default()
@@ -96,6 +97,7 @@ pod_cidrs = ["10.233.64.0/18"]
 listen = ["10.0.0.2"]
 hold_time = 9
 connect_retry = 1
+sigterm = "graceful_restart"
 [[peer]]
 address = "10.0.0.1"
 asn = 65001
@@ -199,8 +201,37 @@ listen = "10.0.0.2:9479"
     .unwrap_or_else(|e| panic!("repair not counted: {e}\n{}", show_log()));
 
     assert_eq!(get(&ns_node, "/nope").map(|r| r.0), Some(404));
+
+    // bgp.sigterm = "graceful_restart" (what the DaemonSet uses for rolling updates): SIGTERM
+    // closes the session without a NOTIFICATION and the ToR keeps our pod CIDR as stale.
     agent.signal(libc::SIGTERM).expect("SIGTERM");
     agent
         .wait_exit(Duration::from_secs(10))
         .expect("agent stops on SIGTERM");
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let state = tor.neighbor_state(ip("10.0.0.2")).ok()?;
+        (!state.contains("stablished")).then_some(())
+    })
+    .expect("the ToR sees the session go down");
+    let pod_cidr: ipnet::IpNet = "10.233.64.0/24".parse().expect("literal");
+    assert!(
+        tor.rib(Family::Ipv4)
+            .expect("ToR RIB")
+            .iter()
+            .any(|r| r.prefix == pod_cidr),
+        "graceful restart: the ToR keeps our pod CIDR while we are away"
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        &tor.cli(&["neighbor", "10.0.0.2", "-j"])
+            .expect("gobgp neighbor"),
+    )
+    .expect("json");
+    // gobgp leaves zero counters out of its JSON.
+    assert_eq!(
+        v["state"]["messages"]["received"]["notification"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "no Cease on a restart: {v}"
+    );
 }
