@@ -73,6 +73,9 @@ pub struct Config {
     /// Where the CNI plugin records underlay pods.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Prometheus metrics and health probes.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[node]`
@@ -125,6 +128,21 @@ pub struct BgpConfig {
     /// Default connect-retry time for peers, in seconds.
     #[serde(default = "default_connect_retry")]
     pub connect_retry: u64,
+    /// How SIGTERM ends the sessions.
+    #[serde(default)]
+    pub sigterm: SigtermAction,
+}
+
+/// `bgp.sigterm`: what the agent tells its peers when it is stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigtermAction {
+    /// Cease / Administrative Shutdown: peers withdraw our routes at once (a node going away).
+    #[default]
+    Withdraw,
+    /// Close without a NOTIFICATION: peers that negotiated graceful restart keep our routes
+    /// (stale) until we are back (a restart: DaemonSet rolling update).
+    GracefulRestart,
 }
 
 impl Default for BgpConfig {
@@ -135,6 +153,7 @@ impl Default for BgpConfig {
             restart_time: default_restart_time(),
             hold_time: default_hold(),
             connect_retry: default_connect_retry(),
+            sigterm: SigtermAction::default(),
         }
     }
 }
@@ -241,6 +260,23 @@ impl Default for RegistryConfig {
     }
 }
 
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// HTTP address for `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -267,6 +303,9 @@ fn default_api_listen() -> SocketAddr {
 }
 fn default_api_socket() -> Option<PathBuf> {
     Some(PathBuf::from("/run/underroute/api.sock"))
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9479))
 }
 fn default_registry_dir() -> PathBuf {
     PathBuf::from("/run/underroute/pods")

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod kernel;
+pub mod metrics;
 pub mod podregistry;
 pub mod testbed;
 

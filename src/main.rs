@@ -251,6 +251,8 @@ async fn run_speaker(args: SpeakerArgs) -> Result<()> {
             adopted,
             snapshot,
             changes,
+            // The standalone speaker serves no health endpoint; the flag is simply unused.
+            underroute::metrics::Health::new(),
         ));
     }
     for peer in &args.peers {

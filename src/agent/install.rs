@@ -19,6 +19,7 @@ use underroute_bgp::rib::{BestChange, PathSource};
 use underroute_bgp::speaker::Speaker;
 
 use crate::kernel::{DesiredRoutes, Handle, NextHop};
+use crate::metrics::Health;
 
 /// The main routing table's id.
 const MAIN_TABLE: u32 = 254;
@@ -50,13 +51,15 @@ pub fn kernel_route(change: &BestChange) -> Option<Vec<NextHop>> {
 /// Follow the speaker's Loc-RIB and keep the kernel in step until `changes` closes.
 ///
 /// `adopted` are the routes an earlier run left (from [`adopted_routes`]): kept until the
-/// sessions have settled, unless the RIB speaks for the prefix first.
+/// sessions have settled, unless the RIB speaks for the prefix first. `health` gets a heartbeat
+/// every tick and turns ready once the first full state after settling reached the kernel.
 pub async fn run(
     speaker: Speaker,
     kernel: Handle,
     mut adopted: HashMap<IpNet, Vec<NextHop>>,
     snapshot: Vec<BestChange>,
     mut changes: mpsc::UnboundedReceiver<Vec<BestChange>>,
+    health: Health,
 ) {
     let mut desired: HashMap<IpNet, Vec<NextHop>> = HashMap::new();
     apply(&mut desired, &mut adopted, &snapshot);
@@ -76,17 +79,24 @@ pub async fn run(
                 None => return,
             },
             _ = tick.tick() => {
+                health.beat();
                 if !synced && settled(&speaker, started, last_change).await {
                     synced = true;
                     if !adopted.is_empty() {
                         tracing::info!(stale = adopted.len(), "converged: sweeping routes left from an earlier run");
                         adopted.clear();
-                        dirty = true;
                     }
+                    // The first full state after settling is what readiness waits for.
+                    dirty = true;
                 }
                 if dirty {
                     push(&kernel, &desired, &adopted).await;
                     dirty = false;
+                    // Even if the kernel refused some routes: the state was handed over, and
+                    // the programmer's periodic resync retries what failed.
+                    if synced {
+                        health.set_ready();
+                    }
                 }
             }
         }

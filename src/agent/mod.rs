@@ -4,8 +4,9 @@
 //! Today it runs standalone from a config file: it starts the speaker, peers with the
 //! configured peers (mesh members accept only pod-network prefixes), advertises the node's pod
 //! CIDRs and a host route for every underlay pod in the pod registry (`pods`), installs learned routes into the kernel (main and per-address tables, `install`), and
-//! stops on SIGTERM with Cease / Administrative Shutdown so peers withdraw at once. SIGKILL
-//! leaves the kernel routes in place for graceful restart.
+//! stops on SIGTERM with Cease / Administrative Shutdown so peers withdraw at once (or, with
+//! `bgp.sigterm = "graceful_restart"`, without a NOTIFICATION so graceful-restart peers keep our
+//! routes across a restart). SIGKILL leaves the kernel routes in place for graceful restart.
 
 pub mod install;
 pub mod pods;
@@ -16,7 +17,7 @@ use anyhow::{Context, Result};
 use underroute_bgp::speaker::{Shutdown, Speaker};
 use underroute_bgp::wire::PathAttrs;
 
-use crate::config::Config;
+use crate::config::{Config, SigtermAction};
 
 /// Run the agent until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
@@ -83,6 +84,17 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .await
     .context("starting the API")?;
+    let health = crate::metrics::Health::new();
+    crate::metrics::spawn(
+        config.metrics.listen,
+        crate::metrics::Sources {
+            speaker: speaker.clone(),
+            kernel: kernel.clone(),
+            health: health.clone(),
+        },
+    )
+    .await
+    .context("starting the metrics server")?;
     let (snapshot, changes) = speaker.subscribe().await?;
     tokio::spawn(install::run(
         speaker.clone(),
@@ -90,6 +102,7 @@ pub async fn run(config: Config) -> Result<()> {
         adopted,
         snapshot,
         changes,
+        health,
     ));
     tracing::info!(node = %config.node.name, asn = config.node.asn, peers = config.peers.len(), "agent running");
 
@@ -98,8 +111,17 @@ pub async fn run(config: Config) -> Result<()> {
         _ = sigterm.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    tracing::info!("stopping: withdrawing our routes (Cease / administrative shutdown)");
-    tokio::time::timeout(Duration::from_secs(5), speaker.shutdown(Shutdown::Withdraw))
+    let how = match config.bgp.sigterm {
+        SigtermAction::Withdraw => {
+            tracing::info!("stopping: withdrawing our routes (Cease / administrative shutdown)");
+            Shutdown::Withdraw
+        }
+        SigtermAction::GracefulRestart => {
+            tracing::info!("stopping for a restart: closing the sessions without NOTIFICATION so graceful-restart peers keep our routes");
+            Shutdown::ForRestart
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), speaker.shutdown(how))
         .await
         .context("shutdown timed out")??;
     // Our routes stay in the kernel: with the sessions closed by Cease the peers' routes are

@@ -1,0 +1,237 @@
+//! The agent's Prometheus metrics and health probes, read over HTTP the way Prometheus and the
+//! kubelet read them: the real binary in a namespace with a gobgpd top-of-rack router as peer.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use underroute::testbed::{
+    link_pair, require_root, wait_until, Addrs, Family, GobgpConfig, GobgpNeighbor, Gobgpd, Netns,
+    RouteAttrs,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_underroute");
+const URL: &str = "http://10.0.0.2:9479";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("literal")
+}
+
+/// GET `path` inside `ns`: (status, body), or None when nothing answers yet.
+fn get(ns: &Netns, path: &str) -> Option<(u16, String)> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "curl", "-s", "-m", "5"])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{URL}{path}"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    let code: u16 = code.trim().parse().ok()?;
+    (code != 0).then(|| (code, body.to_string()))
+}
+
+/// The value of the sample whose line starts with `series` (name and labels, exactly).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+#[test]
+fn metrics_healthz_and_readyz_report_sessions_prefixes_and_kernel_state() {
+    if !require_root("metrics_healthz_and_readyz_report_sessions_prefixes_and_kernel_state") {
+        return;
+    }
+    let ns_node = Netns::new("metru").expect("node namespace");
+    let ns_tor = Netns::new("metrt").expect("tor namespace");
+    link_pair(
+        &ns_node,
+        &ns_tor,
+        Addrs::new("10.0.0.2", "fd00::2"),
+        Addrs::new("10.0.0.1", "fd00::1"),
+    )
+    .expect("veth");
+    let tor = Gobgpd::start(
+        &ns_tor,
+        GobgpConfig {
+            router_id: "10.0.0.1".parse().expect("literal"),
+            asn: 65001,
+            neighbors: vec![GobgpNeighbor {
+                address: ip("10.0.0.2"),
+                asn: 64512,
+                graceful_restart: Some(60),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .expect("gobgpd");
+    // Announced before the session comes up, so the first full state already holds them.
+    tor.add_route(
+        "0.0.0.0/0".parse().expect("literal"),
+        None,
+        &RouteAttrs::default(),
+    )
+    .expect("default route");
+    // Outside the peer's import list: received but rejected.
+    tor.add_route(
+        "10.233.65.0/24".parse().expect("literal"),
+        None,
+        &RouteAttrs::default(),
+    )
+    .expect("refused route");
+    let config = ns_node.dir().join("underroute.toml");
+    std::fs::write(
+        &config,
+        r#"
+[node]
+name = "node1"
+router_id = "10.0.0.2"
+asn = 64512
+pod_cidrs = ["10.233.64.0/24"]
+[cluster]
+pod_cidrs = ["10.233.64.0/18"]
+[bgp]
+listen = ["10.0.0.2"]
+hold_time = 9
+connect_retry = 1
+sigterm = "graceful_restart"
+[[peer]]
+address = "10.0.0.1"
+asn = 65001
+accept_default_route = true
+[registry]
+dir = "DIR/pods"
+[api]
+listen = "127.0.0.1:50061"
+socket = "DIR/api.sock"
+[metrics]
+listen = "10.0.0.2:9479"
+"#
+        .replace("DIR", &ns_node.dir().to_string_lossy()),
+    )
+    .expect("write config");
+    let log = ns_node.dir().join("agent.log");
+    let cfg = config.to_string_lossy().into_owned();
+    let mut agent = ns_node
+        .spawn(BIN, &["agent", "--config", &cfg], &log)
+        .expect("start the agent");
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Alive as soon as it serves; not ready before the session is up and the kernel synced.
+    let (code, body) = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        get(&ns_node, "/healthz")
+    })
+    .unwrap_or_else(|e| panic!("/healthz never answered: {e}\n{}", show_log()));
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let early = get(&ns_node, "/readyz").expect("/readyz answers");
+    let established_already = tor
+        .neighbor_state(ip("10.0.0.2"))
+        .map(|s| s.contains("stablished"))
+        .unwrap_or(false);
+    if !established_already {
+        assert_eq!(early.0, 503, "ready before the peer is up: {early:?}");
+    }
+
+    tor.wait_established(ip("10.0.0.2"), Duration::from_secs(15))
+        .expect("session up");
+    // One peer Established, then the settle time, then the first kernel sync.
+    wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        (get(&ns_node, "/readyz")?.0 == 200).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("/readyz never 200: {e}\n{}", show_log()));
+
+    let peer = r#"{peer="10.0.0.1",peer_asn="65001"}"#;
+    let series = |name: &str| format!("underroute_{name}{peer}");
+    let text = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        let (code, text) = get(&ns_node, "/metrics")?;
+        let owned = sample(&text, "underroute_kernel_routes_owned")?;
+        (code == 200 && owned > 0.0).then_some(text)
+    })
+    .unwrap_or_else(|e| panic!("no kernel routes in /metrics: {e}\n{}", show_log()));
+    let value =
+        |s: &str| sample(&text, s).unwrap_or_else(|| panic!("{s} missing from /metrics:\n{text}"));
+
+    assert_eq!(value(&series("bgp_peer_up")), 1.0);
+    assert_eq!(
+        value(r#"underroute_bgp_peer_state{peer="10.0.0.1",peer_asn="65001",state="established"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"underroute_bgp_peer_state{peer="10.0.0.1",peer_asn="65001",state="idle"}"#),
+        0.0
+    );
+    assert!(value(&series("bgp_peer_uptime_seconds")) > 0.0);
+    assert_eq!(value(&series("bgp_peer_prefixes_received")), 2.0);
+    assert_eq!(value(&series("bgp_peer_prefixes_accepted")), 1.0);
+    assert_eq!(value(&series("bgp_peer_prefixes_rejected")), 1.0);
+    assert!(value(&series("bgp_peer_prefixes_advertised")) >= 1.0);
+    assert_eq!(value(&series("bgp_peer_graceful_restart_stale")), 0.0);
+    assert_eq!(value(&series("bgp_peer_sessions_established_total")), 1.0);
+    let msg = |dir: &str, kind: &str| {
+        value(&format!(
+            r#"underroute_bgp_peer_messages_{dir}_total{{peer="10.0.0.1",peer_asn="65001",type="{kind}"}}"#
+        ))
+    };
+    assert_eq!(msg("received", "open"), 1.0);
+    assert!(msg("received", "update") >= 1.0);
+    assert!(msg("sent", "update") >= 1.0);
+    assert_eq!(msg("received", "notification"), 0.0);
+    assert_eq!(msg("sent", "notification"), 0.0);
+    assert!(value("underroute_bgp_loc_rib_prefixes") >= 2.0);
+    assert!(value("underroute_kernel_routes_owned") >= 1.0);
+    // per_address_tables is on by default: one rule per host address.
+    assert!(value("underroute_kernel_rules_owned") >= 1.0);
+    assert!(value("underroute_kernel_reconciles_total") >= 1.0);
+    assert!(value("underroute_kernel_routes_installed_total") >= 1.0);
+    assert_eq!(value("underroute_kernel_repaired_total"), 0.0);
+    assert!(value("underroute_kernel_last_reconcile_duration_seconds") >= 0.0);
+    assert_eq!(value("underroute_ready"), 1.0);
+
+    // Someone deletes our default route: the agent puts it back and counts the repair.
+    ns_node
+        .exec_stdout(&["ip", "-4", "route", "del", "default", "proto", "201"])
+        .expect("delete our route");
+    wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let (_, text) = get(&ns_node, "/metrics")?;
+        (sample(&text, "underroute_kernel_repaired_total")? >= 1.0).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("repair not counted: {e}\n{}", show_log()));
+
+    assert_eq!(get(&ns_node, "/nope").map(|r| r.0), Some(404));
+
+    // bgp.sigterm = "graceful_restart" (what the DaemonSet uses for rolling updates): SIGTERM
+    // closes the session without a NOTIFICATION and the ToR keeps our pod CIDR as stale.
+    agent.signal(libc::SIGTERM).expect("SIGTERM");
+    agent
+        .wait_exit(Duration::from_secs(10))
+        .expect("agent stops on SIGTERM");
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let state = tor.neighbor_state(ip("10.0.0.2")).ok()?;
+        (!state.contains("stablished")).then_some(())
+    })
+    .expect("the ToR sees the session go down");
+    let pod_cidr: ipnet::IpNet = "10.233.64.0/24".parse().expect("literal");
+    assert!(
+        tor.rib(Family::Ipv4)
+            .expect("ToR RIB")
+            .iter()
+            .any(|r| r.prefix == pod_cidr),
+        "graceful restart: the ToR keeps our pod CIDR while we are away"
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        &tor.cli(&["neighbor", "10.0.0.2", "-j"])
+            .expect("gobgp neighbor"),
+    )
+    .expect("json");
+    // gobgp leaves zero counters out of its JSON.
+    assert_eq!(
+        v["state"]["messages"]["received"]["notification"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "no Cease on a restart: {v}"
+    );
+}
