@@ -194,14 +194,16 @@ pub struct MeshNode {
 impl MeshNode {
     /// Creates the node and pod namespaces, attaches the node to `fabric` and the pod to the
     /// node, writes the agent config. The agent is not started yet ([`MeshNode::start`]).
+    /// Namespaces are named `ur-<tag><node>n-…` and `…p-…`, so one run's are easy to spot.
     pub fn new(
         fabric: &Fabric,
+        tag: &str,
         spec: NodeSpec,
         mesh: &MeshSpec,
         bin: &Path,
     ) -> Result<MeshNode, String> {
-        let ns = Netns::new(&format!("{}n", short(&spec.name)))?;
-        let pod = Netns::new(&format!("{}p", short(&spec.name)))?;
+        let ns = Netns::new(&format!("{tag}{}n", short(&spec.name)))?;
+        let pod = Netns::new(&format!("{tag}{}p", short(&spec.name)))?;
         // A node routes for its pods; both are per-namespace sysctls.
         ns.sysctl("net.ipv4.ip_forward", "1")?;
         fabric.attach(
@@ -307,7 +309,7 @@ pub fn start_mesh(
     let fabric = Fabric::new(tag)?;
     let mut nodes = Vec::with_capacity(specs.len());
     for s in specs {
-        nodes.push(MeshNode::new(&fabric, s.clone(), mesh, bin)?);
+        nodes.push(MeshNode::new(&fabric, tag, s.clone(), mesh, bin)?);
     }
     for n in &mut nodes {
         n.start()?;
@@ -454,7 +456,7 @@ fn host(net: &Ipv4Net, n: u32) -> Result<Ipv4Addr, String> {
     }
 }
 
-/// Namespace tags are part of interface-free names only, but keep them short for `ip netns`.
+/// A node name reduced to what a namespace name may hold, short enough to read in `ip netns`.
 fn short(name: &str) -> String {
     name.chars()
         .filter(|c| c.is_ascii_alphanumeric())
