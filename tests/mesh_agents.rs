@@ -199,6 +199,26 @@ fn mesh_import_filter_keeps_a_default_route_and_a_node_host_route_out_of_every_k
     // install a moment anyway before looking.
     std::thread::sleep(Duration::from_secs(1));
     for n in &nodes {
+        // Refused, not dropped: the operator sees them received but not accepted.
+        let table = n.cli(&["neighbor"]).expect("neighbor table");
+        let counts: Vec<u32> = table
+            .lines()
+            .find(|l| l.starts_with(&rogue_addr.to_string()))
+            .map(|l| {
+                l.rsplit('|')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            counts,
+            vec![4, 1],
+            "{}: received/accepted from the rogue:\n{table}",
+            n.spec.name
+        );
         let all =
             n.ns.exec_stdout(&["ip", "-4", "route", "show", "table", "all", "proto", "201"])
                 .expect("routes");
