@@ -513,7 +513,9 @@ impl Config {
     }
 
     /// Mesh import: anything inside the cluster pod CIDRs, and host routes inside the underlay
-    /// ranges. Nothing else, so a mesh peer cannot steer the node's own traffic.
+    /// ranges except the nodes' own addresses. Nothing else, so a mesh peer cannot steer the
+    /// node's own traffic: nodes usually sit in the underlay range, and a /32 for one of them
+    /// would pull the BGP sessions and kubelet traffic to that node through the announcer.
     pub fn mesh_rules(&self) -> Vec<PrefixRule> {
         let mut rules: Vec<PrefixRule> = self
             .cluster
@@ -521,13 +523,48 @@ impl Config {
             .iter()
             .map(|c| PrefixRule::or_longer(*c))
             .collect();
+        let nodes = self.node_addresses();
         for r in &self.cluster.underlay_ranges {
             let host = if r.addr().is_ipv4() { 32 } else { 128 };
-            if let Ok(rule) = PrefixRule::new(*r, Some(host), Some(host)) {
-                rules.push(rule);
+            for block in exclude_hosts(*r, &nodes) {
+                if let Ok(rule) = PrefixRule::new(block, Some(host), Some(host)) {
+                    rules.push(rule);
+                }
             }
         }
         rules
+    }
+
+    /// The node addresses this config knows: the router id, the listen addresses and every
+    /// peer (in standalone mode the peers are the other nodes).
+    fn node_addresses(&self) -> Vec<IpAddr> {
+        let mut v = vec![IpAddr::V4(self.node.router_id)];
+        v.extend(
+            self.bgp
+                .listen
+                .iter()
+                .filter_map(|l| listen_addr(l).ok())
+                .map(|sa| sa.ip())
+                .filter(|ip| !ip.is_unspecified()),
+        );
+        v.extend(self.peers.iter().map(|p| p.address));
+        v
+    }
+}
+
+/// `net` minus the host addresses `hosts`, as the fewest prefixes: halves that hold none of
+/// them are kept whole, so a /24 minus a few nodes is a few dozen prefixes at most.
+pub fn exclude_hosts(net: IpNet, hosts: &[IpAddr]) -> Vec<IpNet> {
+    let inside: Vec<IpAddr> = hosts.iter().copied().filter(|h| net.contains(h)).collect();
+    if inside.is_empty() {
+        return vec![net];
+    }
+    if net.prefix_len() == net.max_prefix_len() {
+        return Vec::new();
+    }
+    match net.subnets(net.prefix_len() + 1) {
+        Ok(halves) => halves.flat_map(|h| exclude_hosts(h, &inside)).collect(),
+        Err(_) => vec![net],
     }
 }
 
@@ -567,6 +604,26 @@ pub fn parse_rule(s: &str) -> Result<PrefixRule, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mesh_import_refuses_node_host_routes_inside_the_underlay_range() {
+        let cfg = Config::parse(
+            "[node]\nname = \"n1\"\nrouter_id = \"192.168.50.50\"\nasn = 64512\n[cluster]\nunderlay_ranges = [\"192.168.50.0/24\"]\n[[peer]]\naddress = \"192.168.50.51\"\nasn = 64512\n",
+            "test",
+        )
+        .expect("valid");
+        let policy = ImportPolicy::Prefixes(cfg.mesh_rules());
+        let net = |s: &str| s.parse::<IpNet>().expect("literal");
+        assert!(policy.accepts(&net("192.168.50.100/32")));
+        assert!(policy.accepts(&net("192.168.50.255/32")));
+        assert!(!policy.accepts(&net("192.168.50.50/32")), "own address");
+        assert!(!policy.accepts(&net("192.168.50.51/32")), "a peer node");
+        assert!(!policy.accepts(&net("192.168.50.0/24")));
+        assert_eq!(
+            exclude_hosts(net("10.0.0.0/30"), &["10.0.0.1".parse().expect("ip")]).len(),
+            2
+        );
+    }
 
     const ISSUE_EXAMPLE: &str = r#"
 [node]

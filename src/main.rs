@@ -1,7 +1,7 @@
 //! The `underroute` binary: the node agent's entry points.
 //!
 //! Until the agent exists this offers the standalone speaker (also the benchmark lab's subject)
-//! and an interop demo. Errors are reported with `anyhow` here, at the edge.
+//! and a three-node demo. Errors are reported with `anyhow` here, at the edge.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ enum Command {
     Agent(AgentArgs),
     /// Run the BGP speaker alone, from flags (no kernel programming yet).
     Speaker(SpeakerArgs),
-    /// Show the speaker peering with gobgpd and BIRD in throw-away network namespaces.
+    /// A three-node cluster of agents in throw-away network namespaces: sessions, routes, pings.
     Demo,
     /// gobgp's `global`: `global`, `global rib [-a ipv4|ipv6] [PREFIX [longer-prefixes|shorter-prefixes]]`,
     /// `global rib summary`.

@@ -8,6 +8,7 @@
 
 pub mod bird;
 pub mod cni;
+pub mod fabric;
 pub mod gobgp;
 pub mod kernel;
 pub mod netns;
