@@ -27,7 +27,7 @@ pub mod routes;
 pub mod rules;
 pub mod tables;
 
-mod batch;
+pub(crate) mod batch;
 mod monitor;
 mod programmer;
 
