@@ -144,7 +144,8 @@ pub fn lookup(
     };
     m.header.destination_prefix_length = full;
     m.header.source_prefix_length = full;
-    m.header.flags = RouteFlags::FibMatch;
+    // LOOKUP_TABLE: the reply names the table the lookup used (else the kernel says main).
+    m.header.flags = RouteFlags::FibMatch | RouteFlags::LookupTable;
     m.attributes.push(RouteAttribute::Destination(dst.into()));
     m.attributes.push(RouteAttribute::Source(src.into()));
     if let Some(name) = iif {
@@ -161,6 +162,9 @@ pub fn lookup(
             errno: libc::EPROTO,
         });
     };
+    if std::env::var_os("UR_DIAG_DEBUG").is_some() {
+        eprintln!("{r:?}");
+    }
     let mut table = u32::from(r.header.table);
     let mut rdst = None;
     let mut gateway = None;
