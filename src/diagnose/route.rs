@@ -162,9 +162,6 @@ pub fn lookup(
             errno: libc::EPROTO,
         });
     };
-    if std::env::var_os("UR_DIAG_DEBUG").is_some() {
-        eprintln!("{r:?}");
-    }
     let mut table = u32::from(r.header.table);
     let mut rdst = None;
     let mut gateway = None;
@@ -200,6 +197,11 @@ pub fn lookup(
         RouteType::Local => "local".to_string(),
         other => format!("{other:?}").to_lowercase(),
     };
+    // Without custom rules the kernel merges table local into main and names main; a local
+    // route only ever lives in table local.
+    if r.header.kind == RouteType::Local && table == 254 {
+        table = 255;
+    }
     let rule = rules
         .iter()
         .find(|ru| ru.table == Some(table) && rule_matches(ru, src, iif))
