@@ -136,6 +136,7 @@ socket = "SOCKET"
         ])
         .expect("foreign route");
     let (code, text) = run(&ns_node, &["diagnose", "rib", "--socket", &sock]);
+    eprintln!("diagnose rib:\n{text}");
     assert_eq!(code, 1, "differences exit 1: {text}");
     assert!(
         text.contains("table main 203.0.113.0/24: foreign route in the way (proto 4)"),
