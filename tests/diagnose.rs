@@ -143,6 +143,41 @@ socket = "SOCKET"
         "{text}"
     );
     assert!(!text.contains("198.51.100.0/24"), "{text}");
+
+    // The same in 10.0.0.2's per-address table (found through our `from 10.0.0.2` rule).
+    let rules = ns_node
+        .exec_stdout(&["ip", "-4", "rule", "show", "from", "10.0.0.2"])
+        .expect("rules");
+    let table = rules
+        .split_whitespace()
+        .skip_while(|w| *w != "lookup")
+        .nth(1)
+        .expect("a per-address table for 10.0.0.2")
+        .to_string();
+    ns_node
+        .exec_ok(&[
+            "ip",
+            "route",
+            "replace",
+            "198.51.100.0/24",
+            "via",
+            "10.0.0.1",
+            "table",
+            &table,
+            "proto",
+            "static",
+        ])
+        .expect("foreign route in the per-address table");
+    let (code, text) = run(&ns_node, &["diagnose", "rib", "--socket", &sock]);
+    assert_eq!(code, 1, "differences exit 1: {text}");
+    assert_eq!(
+        text.trim().lines().collect::<Vec<_>>(),
+        vec![
+            "table main 203.0.113.0/24: foreign route in the way (proto 4)".to_string(),
+            format!("table {table} 198.51.100.0/24: foreign route in the way (proto 4)"),
+        ],
+        "{text}"
+    );
 }
 
 #[test]
