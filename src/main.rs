@@ -206,7 +206,7 @@ fn run_diagnose(cmd: DiagnoseCommand) -> Result<()> {
         DiagnoseCommand::Route { src, dst, iif } => {
             let e = underroute::diagnose::route::explain(src, dst, iif.as_deref())?;
             print!("{e}");
-            e.asymmetric
+            e.asymmetric || e.reply.is_err()
         }
         DiagnoseCommand::Rib { opts, protocol } => {
             let rt = tokio::runtime::Builder::new_current_thread()

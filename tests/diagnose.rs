@@ -202,10 +202,6 @@ fn diagnose_route_finds_the_asymmetric_reply_and_its_fix() {
         Addrs::new("10.0.0.1", "fd02::1"),
     )
     .expect("gateway veth");
-    host.exec_ok(&["ip", "route", "add", "default", "via", "10.0.0.1"])
-        .expect("default route");
-
-    // A client behind the LAN router reaches 192.168.1.2; the answer follows main's default.
     let args = [
         "diagnose",
         "route",
@@ -214,6 +210,14 @@ fn diagnose_route_finds_the_asymmetric_reply_and_its_fix() {
         "--iif",
         &to_lan.a_if,
     ];
+    // No route back at all yet: the reply is named unroutable.
+    let (code, text) = run(&host, &args);
+    assert_eq!(code, 1, "an unroutable reply exits 1: {text}");
+    assert!(text.contains("no route: Network is unreachable"), "{text}");
+
+    // A client behind the LAN router reaches 192.168.1.2; the answer follows main's default.
+    host.exec_ok(&["ip", "route", "add", "default", "via", "10.0.0.1"])
+        .expect("default route");
     let (code, text) = run(&host, &args);
     assert_eq!(code, 1, "asymmetric exits 1: {text}");
     assert!(text.contains("table local: local 192.168.1.2/32"), "{text}");

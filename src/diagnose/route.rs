@@ -149,16 +149,29 @@ pub fn lookup(
     m.attributes.push(RouteAttribute::Destination(dst.into()));
     m.attributes.push(RouteAttribute::Source(src.into()));
     if let Some(name) = iif {
-        let ix = ifindex(name).ok_or(KernelError::DumpFailed {
-            what: "interface lookup",
+        let ix = ifindex(name).ok_or_else(|| KernelError::Refused {
+            what: format!("interface {name}"),
             errno: libc::ENODEV,
         })?;
         m.attributes.push(RouteAttribute::Iif(ix));
     }
     let mut nl = Netlink::open()?;
-    let M::NewRoute(r) = nl.get("route lookup", M::GetRoute(m))? else {
-        return Err(KernelError::DumpFailed {
-            what: "route lookup",
+    let what = match iif {
+        Some(i) => format!("route lookup {src} -> {dst} in on {i}"),
+        None => format!("route lookup {src} -> {dst}"),
+    };
+    let M::NewRoute(r) = nl
+        .get("route lookup", M::GetRoute(m))
+        .map_err(|e| match e {
+            KernelError::Refused { errno, .. } => KernelError::Refused {
+                what: what.clone(),
+                errno,
+            },
+            e => e,
+        })?
+    else {
+        return Err(KernelError::Refused {
+            what,
             errno: libc::EPROTO,
         });
     };
@@ -225,8 +238,8 @@ pub fn lookup(
 pub struct Explanation {
     /// SRC -> DST.
     pub request: Decision,
-    /// DST -> SRC.
-    pub reply: Decision,
+    /// DST -> SRC, or why the kernel has no route for the reply.
+    pub reply: Result<Decision, String>,
     /// The reply leaves by another interface than the request came in on.
     pub asymmetric: bool,
 }
@@ -234,9 +247,16 @@ pub struct Explanation {
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "request {}", self.request)?;
-        write!(f, "reply   {}", self.reply)?;
+        let reply = match &self.reply {
+            Ok(r) => r,
+            Err(e) => {
+                writeln!(f, "reply   {} -> {}", self.request.dst, self.request.src)?;
+                return writeln!(f, "  no route: {e}");
+            }
+        };
+        write!(f, "reply   {reply}")?;
         let came = self.request.iif.as_deref();
-        let leaves = self.reply.oif.as_deref().unwrap_or("?");
+        let leaves = reply.oif.as_deref().unwrap_or("?");
         match came {
             None => writeln!(
                 f,
@@ -262,9 +282,15 @@ pub fn explain(src: IpAddr, dst: IpAddr, iif: Option<&str>) -> Result<Explanatio
     } else {
         request.oif.clone()
     };
-    let reply = lookup(dst, src, reply_iif.as_deref(), &rules)?;
-    let asymmetric = match (&request.iif, &reply.oif) {
-        (Some(i), Some(o)) => i != o,
+    let reply = match lookup(dst, src, reply_iif.as_deref(), &rules) {
+        Ok(r) => Ok(r),
+        Err(KernelError::Refused { errno, .. }) => {
+            Err(std::io::Error::from_raw_os_error(errno).to_string())
+        }
+        Err(e) => return Err(e),
+    };
+    let asymmetric = match (&request.iif, &reply) {
+        (Some(i), Ok(r)) => r.oif.as_ref().is_some_and(|o| o != i),
         _ => false,
     };
     Ok(Explanation {

@@ -150,7 +150,7 @@ impl Netlink {
     }
 
     /// Sends one request that is answered by one message (`RTM_GETROUTE` for a lookup) and
-    /// returns that answer, or the kernel's errno as [`KernelError::DumpFailed`].
+    /// returns that answer, or the kernel's errno as [`KernelError::Refused`].
     pub fn get(
         &mut self,
         what: &'static str,
@@ -176,8 +176,8 @@ impl Netlink {
                     match msg.payload {
                         NetlinkPayload::InnerMessage(inner) => answer = Some(Ok(inner)),
                         NetlinkPayload::Error(e) if e.code.is_some() => {
-                            answer = Some(Err(KernelError::DumpFailed {
-                                what,
+                            answer = Some(Err(KernelError::Refused {
+                                what: what.to_string(),
                                 errno: e.raw_code().abs(),
                             }))
                         }

@@ -243,6 +243,14 @@ pub enum KernelError {
         /// The errno.
         errno: i32,
     },
+    /// The kernel refused a single request (a route lookup: no route, no such device).
+    #[error("{what}: {}", std::io::Error::from_raw_os_error(*errno))]
+    Refused {
+        /// What was asked.
+        what: String,
+        /// The errno.
+        errno: i32,
+    },
     /// Every attempt at a dump was interrupted by concurrent changes.
     #[error("netlink dump of {what} interrupted {tries} times in a row")]
     DumpInterrupted {
