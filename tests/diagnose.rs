@@ -266,4 +266,25 @@ fn diagnose_route_finds_the_asymmetric_reply_and_its_fix() {
         "{text}"
     );
     assert!(text.contains("symmetric: in on"), "{text}");
+
+    // IPv6: the same asymmetry through main's IPv6 default.
+    host.exec_ok(&["ip", "-6", "route", "add", "default", "via", "fd02::1"])
+        .expect("IPv6 default route");
+    let (code, text) = run(
+        &host,
+        &[
+            "diagnose",
+            "route",
+            "fd03::5",
+            "fd01::2",
+            "--iif",
+            &to_lan.a_if,
+        ],
+    );
+    assert_eq!(code, 1, "IPv6 asymmetric exits 1: {text}");
+    assert!(
+        text.contains("table main: unicast ::/0 via fd02::1")
+            && text.contains(&format!("the reply leaves by {}", to_gw.a_if)),
+        "{text}"
+    );
 }
