@@ -159,9 +159,49 @@ pub async fn best_routes(target: &Target) -> anyhow::Result<Vec<BestRoute>> {
     Ok(out)
 }
 
+/// Prefixes some peer sent that its import policy refused (every path of the prefix in that
+/// peer's Adj-RIB-In is marked filtered).
+pub async fn filtered_prefixes(target: &Target) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let mut c = client::connect(target, Duration::from_secs(5)).await?;
+    let mut peers = Vec::new();
+    let mut stream = c
+        .list_peer(apipb::ListPeerRequest::default())
+        .await?
+        .into_inner();
+    while let Some(r) = stream.message().await? {
+        if let Some(state) = r.peer.and_then(|p| p.state) {
+            peers.push(state.neighbor_address);
+        }
+    }
+    let mut out = Vec::new();
+    for peer in peers {
+        for afi in [1, 2] {
+            let mut stream = c
+                .list_path(apipb::ListPathRequest {
+                    table_type: apipb::TableType::AdjIn as i32,
+                    name: peer.clone(),
+                    family: Some(apipb::Family { afi, safi: 1 }),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            while let Some(r) = stream.message().await? {
+                let Some(d) = r.destination else { continue };
+                if !d.paths.is_empty() && d.paths.iter().all(|p| p.filtered) {
+                    if let Ok(p) = d.prefix.parse() {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `diagnose rib`: the report's lines (empty when the kernel agrees with the speaker).
 pub async fn rib_report(target: &Target, protocol: u8) -> anyhow::Result<Vec<String>> {
     let best = best_routes(target).await?;
+    let filtered = filtered_prefixes(target).await?;
     let (kernel, rules) = tokio::task::spawn_blocking(|| -> Result<_, KernelError> {
         Ok((kernel_routes()?, kernel_rules()?))
     })
@@ -171,7 +211,7 @@ pub async fn rib_report(target: &Target, protocol: u8) -> anyhow::Result<Vec<Str
         .filter(|r| r.protocol == protocol)
         .filter_map(|r| Some((r.table?, r.v6)))
         .collect();
-    Ok(rib::diff(&best, &kernel, protocol, &per_address)
+    Ok(rib::diff(&best, &kernel, protocol, &per_address, &filtered)
         .iter()
         .map(|d| d.to_string())
         .collect())

@@ -43,7 +43,8 @@ pub struct KernelRoute {
 /// Why a route differs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    /// The speaker's best path was refused by an import policy, yet the kernel has ours.
+    /// Ours in the kernel, but every path a peer sent for it was refused by an import policy
+    /// (or the best path itself is marked filtered).
     Filtered,
     /// Not installed: no connected route covers the next hop.
     NextHopUnreachable(IpAddr),
@@ -92,7 +93,7 @@ impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "table {} {}: ", table_name(self.table), self.prefix)?;
         match &self.reason {
-            Reason::Filtered => write!(f, "filtered by import policy but installed"),
+            Reason::Filtered => write!(f, "filtered by import policy, yet ours is installed"),
             Reason::NextHopUnreachable(nh) => {
                 write!(f, "missing: next hop {nh} unreachable (no connected route)")
             }
@@ -110,6 +111,8 @@ impl fmt::Display for Difference {
 
 /// Compares. `per_address` are the tables our rules point to, with the family of their `from`
 /// address (true = IPv6): each holds a copy of every installed route of its family.
+/// `filtered` are prefixes peers sent that import policies refused (from the Adj-RIB-In): a
+/// route of ours for one of them is reported as filtered rather than stale.
 /// Device routes (no gateway) and, in per-address tables, the default route are the
 /// programmer's own table content, not the speaker's, and are never reported as stale.
 pub fn diff(
@@ -117,6 +120,7 @@ pub fn diff(
     kernel: &[KernelRoute],
     protocol: u8,
     per_address: &[(u32, bool)],
+    filtered: &[IpNet],
 ) -> Vec<Difference> {
     let mut by_key: BTreeMap<(u32, IpNet), Vec<&KernelRoute>> = BTreeMap::new();
     for r in kernel {
@@ -191,7 +195,11 @@ pub fn diff(
             out.push(Difference {
                 table: r.table,
                 prefix: r.prefix,
-                reason: Reason::Stale,
+                reason: if filtered.contains(&r.prefix) {
+                    Reason::Filtered
+                } else {
+                    Reason::Stale
+                },
             });
         }
     }
@@ -239,7 +247,7 @@ mod tests {
             kr(1000, "0.0.0.0/0", 201, &["10.0.0.1"]),
             kr(1000, "10.0.0.0/24", 201, &[]),
         ];
-        assert!(diff(&b, &k, 201, &[(1000, false), (1001, true)]).is_empty());
+        assert!(diff(&b, &k, 201, &[(1000, false), (1001, true)], &[]).is_empty());
     }
 
     #[test]
@@ -262,8 +270,9 @@ mod tests {
             kr(254, "10.4.0.0/24", 201, &["10.0.0.9"]),
             kr(254, "10.8.0.0/24", 201, &["10.0.0.1"]),
             kr(254, "10.9.0.0/24", 201, &["10.0.0.1"]),
+            kr(254, "10.10.0.0/24", 201, &["10.0.0.1"]),
         ];
-        let d = diff(&b, &k, 201, &[]);
+        let d = diff(&b, &k, 201, &[], &["10.10.0.0/24".parse().unwrap()]);
         let lines: Vec<String> = d.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             lines,
@@ -273,7 +282,8 @@ mod tests {
                 "table main 10.3.0.0/24: missing: next hop 192.0.2.1 unreachable (no connected route)",
                 "table main 10.4.0.0/24: next hop differs: kernel via 10.0.0.9, speaker via 10.0.0.1",
                 "table main 10.8.0.0/24: stale: ours in the kernel, no best path in the speaker",
-                "table main 10.9.0.0/24: filtered by import policy but installed",
+                "table main 10.9.0.0/24: filtered by import policy, yet ours is installed",
+                "table main 10.10.0.0/24: filtered by import policy, yet ours is installed",
             ]
         );
     }
@@ -282,7 +292,7 @@ mod tests {
     fn per_address_tables_must_hold_a_copy_of_their_family() {
         let b = vec![best("10.1.0.0/24", "10.0.0.1")];
         let k = vec![connected(), kr(254, "10.1.0.0/24", 201, &["10.0.0.1"])];
-        let d = diff(&b, &k, 201, &[(1000, false), (1001, true)]);
+        let d = diff(&b, &k, 201, &[(1000, false), (1001, true)], &[]);
         assert_eq!(
             d,
             vec![Difference {
