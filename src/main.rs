@@ -200,9 +200,21 @@ fn run() -> Result<()> {
     }
 }
 
-/// `diagnose`: prints its findings; exit status 1 when something is wrong.
+/// `diagnose`: prints its findings; exit status 1 when something is wrong, 2 when it could not
+/// look (no API, netlink refused), so a script can tell a finding from a failure.
 fn run_diagnose(cmd: DiagnoseCommand) -> Result<()> {
-    let bad = match cmd {
+    match diagnose(cmd) {
+        Ok(false) => Ok(()),
+        Ok(true) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("underroute: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn diagnose(cmd: DiagnoseCommand) -> Result<bool> {
+    Ok(match cmd {
         DiagnoseCommand::Route { src, dst, iif } => {
             let e = underroute::diagnose::route::explain(src, dst, iif.as_deref())?;
             print!("{e}");
@@ -218,11 +230,7 @@ fn run_diagnose(cmd: DiagnoseCommand) -> Result<()> {
             }
             !lines.is_empty()
         }
-    };
-    if bad {
-        std::process::exit(1);
-    }
-    Ok(())
+    })
 }
 
 /// Run a gobgp-style command; like gobgp, errors go to stdout and the exit status is 1.

@@ -289,3 +289,19 @@ fn diagnose_route_finds_the_asymmetric_reply_and_its_fix() {
         "{text}"
     );
 }
+
+#[test]
+fn diagnose_failing_to_look_exits_2_not_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(BIN)
+        .args(["diagnose", "rib", "--socket"])
+        .arg(dir.path().join("no.sock"))
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
