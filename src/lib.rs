@@ -15,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod cni;
 pub mod config;
+pub mod diagnose;
 pub mod kernel;
 pub mod metrics;
 pub mod podregistry;

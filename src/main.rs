@@ -43,6 +43,33 @@ enum Command {
     /// gobgp's `neighbor`: `neighbor`, `neighbor ADDR`, `neighbor ADDR adj-in|adj-out|local`,
     /// `neighbor ADDR reset|softreset|softresetin|softresetout|enable|disable`.
     Neighbor(CliArgs),
+    /// Explain the kernel's routing: `diagnose route SRC DST [--iif IF]`, `diagnose rib`.
+    #[command(subcommand)]
+    Diagnose(DiagnoseCommand),
+}
+
+#[derive(Subcommand)]
+enum DiagnoseCommand {
+    /// Which rule, table, route and next hop the kernel picks for SRC -> DST and for the reply;
+    /// exits 1 when the reply leaves by another interface than the request came in on.
+    Route {
+        /// Source address of the request.
+        src: IpAddr,
+        /// Destination address of the request.
+        dst: IpAddr,
+        /// The interface the request comes in on (without it: sent by this host).
+        #[arg(long)]
+        iif: Option<String>,
+    },
+    /// Compare the speaker's best routes with the kernel's main and per-address tables; one
+    /// line per difference, exit 1 if there is any.
+    Rib {
+        #[command(flatten)]
+        opts: underroute::cli::Options,
+        /// Our route protocol number (`[kernel] route_protocol`).
+        #[arg(long, default_value_t = underroute::DEFAULT_ROUTE_PROTOCOL)]
+        protocol: u8,
+    },
 }
 
 #[derive(clap::Args)]
@@ -129,7 +156,7 @@ fn run() -> Result<()> {
     // The demo prints its own story; the daemon logs at info.
     let default_level = if matches!(
         cli.command,
-        Command::Demo | Command::Global(_) | Command::Neighbor(_)
+        Command::Demo | Command::Global(_) | Command::Neighbor(_) | Command::Diagnose(_)
     ) {
         "warn"
     } else {
@@ -169,7 +196,41 @@ fn run() -> Result<()> {
         Command::Demo => demo::run(),
         Command::Global(args) => run_cli(underroute::cli::Top::Global, args),
         Command::Neighbor(args) => run_cli(underroute::cli::Top::Neighbor, args),
+        Command::Diagnose(cmd) => run_diagnose(cmd),
     }
+}
+
+/// `diagnose`: prints its findings; exit status 1 when something is wrong, 2 when it could not
+/// look (no API, netlink refused), so a script can tell a finding from a failure.
+fn run_diagnose(cmd: DiagnoseCommand) -> Result<()> {
+    match diagnose(cmd) {
+        Ok(false) => Ok(()),
+        Ok(true) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("underroute: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn diagnose(cmd: DiagnoseCommand) -> Result<bool> {
+    Ok(match cmd {
+        DiagnoseCommand::Route { src, dst, iif } => {
+            let e = underroute::diagnose::route::explain(src, dst, iif.as_deref())?;
+            print!("{e}");
+            e.asymmetric || e.reply.is_err()
+        }
+        DiagnoseCommand::Rib { opts, protocol } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let lines = rt.block_on(underroute::diagnose::rib_report(&opts.target(), protocol))?;
+            for l in &lines {
+                println!("{l}");
+            }
+            !lines.is_empty()
+        }
+    })
 }
 
 /// Run a gobgp-style command; like gobgp, errors go to stdout and the exit status is 1.

@@ -37,7 +37,8 @@ pub struct Options {
 }
 
 impl Options {
-    fn target(&self) -> Target {
+    /// Where to connect.
+    pub fn target(&self) -> Target {
         match &self.socket {
             Some(p) => Target::Unix(p.clone()),
             None => Target::Tcp {

@@ -149,6 +149,48 @@ impl Netlink {
         Ok(())
     }
 
+    /// Sends one request that is answered by one message (`RTM_GETROUTE` for a lookup) and
+    /// returns that answer, or the kernel's errno as [`KernelError::Refused`].
+    pub fn get(
+        &mut self,
+        what: &'static str,
+        req: RouteNetlinkMessage,
+    ) -> Result<RouteNetlinkMessage, KernelError> {
+        let mut m =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(req));
+        m.header.flags = NLM_F_REQUEST;
+        m.header.sequence_number = self.next_seq();
+        let seq = m.header.sequence_number;
+        m.finalize();
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.serialize(&mut buf);
+        self.sock.send(&buf, 0).map_err(io_err("send request"))?;
+        loop {
+            self.recv()?;
+            let mut answer = None;
+            for_each_slice(&self.rx, |slice| {
+                if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(slice) {
+                    if msg.header.sequence_number != seq {
+                        return;
+                    }
+                    match msg.payload {
+                        NetlinkPayload::InnerMessage(inner) => answer = Some(Ok(inner)),
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            answer = Some(Err(KernelError::Refused {
+                                what: what.to_string(),
+                                errno: e.raw_code().abs(),
+                            }))
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            if let Some(a) = answer {
+                return a;
+            }
+        }
+    }
+
     /// Dumps with `req` (sent with `NLM_F_DUMP`), retrying while the kernel marks the dump
     /// `NLM_F_DUMP_INTR` (the table changed during it, so it may be inconsistent).
     pub fn dump(

@@ -27,7 +27,7 @@ pub mod routes;
 pub mod rules;
 pub mod tables;
 
-mod batch;
+pub(crate) mod batch;
 mod monitor;
 mod programmer;
 
@@ -240,6 +240,14 @@ pub enum KernelError {
     DumpFailed {
         /// What was dumped.
         what: &'static str,
+        /// The errno.
+        errno: i32,
+    },
+    /// The kernel refused a single request (a route lookup: no route, no such device).
+    #[error("{what}: {}", std::io::Error::from_raw_os_error(*errno))]
+    Refused {
+        /// What was asked.
+        what: String,
         /// The errno.
         errno: i32,
     },
