@@ -57,6 +57,8 @@ struct HealthInner {
     ready: AtomicBool,
     /// Milliseconds since `epoch` at the install loop's last tick.
     heartbeat_ms: AtomicU64,
+    /// Microseconds from the first best-route change of the last kernel update to its end.
+    install_lag_us: AtomicU64,
 }
 
 impl Default for Health {
@@ -73,6 +75,7 @@ impl Health {
                 epoch: Instant::now(),
                 ready: AtomicBool::new(false),
                 heartbeat_ms: AtomicU64::new(0),
+                install_lag_us: AtomicU64::new(0),
             }),
         }
     }
@@ -91,6 +94,17 @@ impl Health {
     pub fn beat(&self) {
         let ms = u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.inner.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Called by the install loop after each kernel update: how long the oldest best-route
+    /// change it carried waited to reach the kernel.
+    pub fn record_install_lag(&self, lag: Duration) {
+        let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        self.inner.install_lag_us.store(us, Ordering::Relaxed);
+    }
+
+    fn install_lag(&self) -> Duration {
+        Duration::from_micros(self.inner.install_lag_us.load(Ordering::Relaxed))
     }
 
     fn since_beat(&self) -> Duration {
@@ -223,7 +237,13 @@ async fn gather(sources: &Sources) -> Result<String, String> {
         Ok(Err(e)) => return Err(format!("the speaker: {e}")),
         Err(_) => return Err("the speaker does not answer".into()),
     };
-    render(&peers, loc_rib, &kernel, sources.health.is_ready())
+    render(
+        &peers,
+        loc_rib,
+        &kernel,
+        sources.health.is_ready(),
+        sources.health.install_lag(),
+    )
 }
 
 type Labels = Vec<(String, String)>;
@@ -270,6 +290,7 @@ fn render(
     loc_rib: usize,
     kernel: &Snapshot,
     ready: bool,
+    install_lag: Duration,
 ) -> Result<String, String> {
     let mut registry = Registry::with_prefix("underroute");
 
@@ -442,6 +463,13 @@ fn render(
         "Duration of the last kernel reconcile",
         duration,
     );
+    let lag = Gauge::<f64, AtomicU64>::default();
+    lag.set(install_lag.as_secs_f64());
+    registry.register(
+        "kernel_install_lag_seconds",
+        "From a best-route change to the end of the kernel update that carried it (the last update)",
+        lag,
+    );
     gauge(
         &mut registry,
         "ready",
@@ -460,7 +488,7 @@ mod tests {
 
     #[test]
     fn an_empty_agent_renders_every_node_wide_family() {
-        let text = render(&[], 0, &Snapshot::default(), false).expect("renders");
+        let text = render(&[], 0, &Snapshot::default(), false, Duration::ZERO).expect("renders");
         for name in [
             "underroute_bgp_loc_rib_prefixes 0",
             "underroute_kernel_routes_owned 0",
@@ -468,6 +496,7 @@ mod tests {
             "underroute_kernel_repaired_total 0",
             "underroute_kernel_last_reconcile_duration_seconds 0.0",
             "underroute_ready 0",
+            "underroute_kernel_install_lag_seconds 0.0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -189,6 +189,10 @@ listen = "10.0.0.2:9479"
     assert_eq!(value("underroute_kernel_repaired_total"), 0.0);
     assert!(value("underroute_kernel_last_reconcile_duration_seconds") >= 0.0);
     assert_eq!(value("underroute_ready"), 1.0);
+    // The learned route reached the kernel: its change-to-kernel delay is measured and small
+    // (the install loop gathers changes for 20 ms).
+    let lag = value("underroute_kernel_install_lag_seconds");
+    assert!(lag > 0.0 && lag < 2.0, "install lag {lag}");
 
     // Someone deletes our default route: the agent puts it back and counts the repair.
     ns_node

@@ -68,11 +68,14 @@ pub async fn run(
     let mut last_change = Instant::now();
     let mut dirty = !desired.is_empty();
     let mut tick = tokio::time::interval(DEBOUNCE);
+    let mut pending_since: Option<Instant> = None;
     loop {
         tokio::select! {
             batch = changes.recv() => match batch {
                 Some(batch) => {
                     apply(&mut desired, &mut adopted, &batch);
+                    // The oldest change not yet in the kernel: what the lag metric measures.
+                    pending_since.get_or_insert_with(Instant::now);
                     dirty = true;
                     last_change = Instant::now();
                 }
@@ -92,6 +95,9 @@ pub async fn run(
                 if dirty {
                     push(&kernel, &desired, &adopted).await;
                     dirty = false;
+                    if let Some(since) = pending_since.take() {
+                        health.record_install_lag(since.elapsed());
+                    }
                     // Even if the kernel refused some routes: the state was handed over, and
                     // the programmer's periodic resync retries what failed.
                     if synced {
