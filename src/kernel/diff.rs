@@ -5,6 +5,7 @@
 //! only things it deletes are observed objects carrying our protocol number.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::{FastMap, FastSet};
 
@@ -73,12 +74,16 @@ impl Plan<'_> {
 
 /// Resolves a caller's next hops against the interfaces: names become indexes, hops on a down
 /// interface are left out (the kernel refuses them and would flush them anyway).
+/// `out` is scratch space; `last` the hop list of the previous route: pod routes mostly share
+/// their next hops, so equal lists share one allocation (`Arc<[Hop]>`).
 fn resolve(
     prefix: &IpNet,
     hops: &[super::routes::NextHop],
     links: &HashMap<&str, &Link>,
+    out: &mut Vec<Hop>,
+    last: &mut Option<Arc<[Hop]>>,
 ) -> Result<RouteSpec, String> {
-    let mut out = Vec::with_capacity(hops.len());
+    out.clear();
     let mut why = None;
     for h in hops {
         if h.gateway
@@ -116,8 +121,16 @@ fn resolve(
     if out.is_empty() {
         return Err(why.unwrap_or_else(|| "no next hops".to_string()));
     }
+    let hops = match last {
+        Some(l) if **l == **out => l.clone(),
+        _ => {
+            let h: Arc<[Hop]> = Arc::from(out.as_slice());
+            *last = Some(h.clone());
+            h
+        }
+    };
     Ok(RouteSpec {
-        hops: out,
+        hops,
         prefsrc: None,
     })
 }
@@ -146,11 +159,13 @@ pub fn target(cfg: &KernelConfig, desired: Option<&DesiredRoutes>, obs: &Observe
     match desired {
         Some(d) => {
             pod.reserve(d.routes.len());
+            let mut scratch = Vec::new();
+            let mut last = None;
             for (prefix, hops) in &d.routes {
                 if hops.is_empty() {
                     continue;
                 }
-                match resolve(prefix, hops, &by_name) {
+                match resolve(prefix, hops, &by_name, &mut scratch, &mut last) {
                     Ok(spec) => pod.push((*prefix, spec)),
                     Err(why) => t.unresolved.push((*prefix, why)),
                 }
@@ -275,7 +290,8 @@ mod tests {
                     gateway: Some(gw.parse().unwrap()),
                     ifindex: Some(2),
                     onlink: false,
-                }],
+                }]
+                .into(),
                 prefsrc: None,
             },
         }
@@ -395,7 +411,8 @@ mod tests {
                     gateway: None,
                     ifindex: Some(7),
                     onlink: false,
-                }],
+                }]
+                .into(),
                 prefsrc: None,
             },
         };
