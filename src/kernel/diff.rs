@@ -232,14 +232,28 @@ pub fn plan<'a>(cfg: &KernelConfig, target: &'a Target, obs: &Observed) -> Plan<
         }
     }
     let mut p = Plan::default();
+    // Device routes go first (gateways in the same batch resolve through them). They are few
+    // (subnet routes of the tables, the CNI plugin's), so they are collected apart and put in
+    // front instead of sorting 300k planned routes; the rest keep the map's order, which is
+    // deterministic (Fx hash, no random seed).
+    let mut dev_adds = Vec::new();
+    let mut dev_replaces = Vec::new();
+    p.route_adds
+        .reserve(target.routes.len().saturating_sub(ours.len()));
     for (key, spec) in &target.routes {
         match ours.get(key) {
             Some(seen) if spec.accepts(&seen.spec) => {}
+            Some(_) if spec.is_device_route() => dev_replaces.push((*key, spec)),
             Some(_) => p.route_replaces.push((*key, spec)),
             None if foreign.contains(key) => p.conflicts.push(*key),
+            None if spec.is_device_route() => dev_adds.push((*key, spec)),
             None => p.route_adds.push((*key, spec)),
         }
     }
+    dev_adds.sort_unstable_by_key(|a| a.0);
+    dev_replaces.sort_unstable_by_key(|a| a.0);
+    p.route_adds.splice(0..0, dev_adds);
+    p.route_replaces.splice(0..0, dev_replaces);
     for key in ours.keys() {
         if !target.routes.contains_key(key) {
             p.route_dels.push(*key);
@@ -253,12 +267,6 @@ pub fn plan<'a>(cfg: &KernelConfig, target: &'a Target, obs: &Observed) -> Plan<
         .collect();
     p.rule_adds = target.rules.difference(&seen_rules).copied().collect();
     p.rule_dels = seen_rules.difference(&target.rules).copied().collect();
-    // Device routes first (gateways in the same batch resolve through them), then by key so
-    // batches are deterministic (keys are unique, so an unstable sort is deterministic too).
-    p.route_adds
-        .sort_unstable_by_key(|a| (!a.1.is_device_route(), a.0));
-    p.route_replaces
-        .sort_unstable_by_key(|a| (!a.1.is_device_route(), a.0));
     p.route_dels.sort_unstable();
     p.conflicts.sort_unstable();
     p
