@@ -465,9 +465,11 @@ impl Engine {
                                 repaired += 1;
                             }
                         } else {
+                            // Only a replace has an entry of ours in the cache to drop: an add's
+                            // key had none (the plan adds only keys without a route of ours).
                             report.replaced += 1;
+                            gone.insert(*k);
                         }
-                        gone.insert(*k);
                         written.push((*k, RouteSpec::clone(s)));
                     } else {
                         report.failed += 1;

@@ -149,7 +149,7 @@ pub struct RouteKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RouteSpec {
     /// Equal-cost next hops, sorted; never empty.
-    pub hops: Vec<Hop>,
+    pub hops: std::sync::Arc<[Hop]>,
     /// `src ADDR` (used for the connected route of a per-address table).
     pub prefsrc: Option<IpAddr>,
 }
@@ -161,7 +161,7 @@ impl RouteSpec {
             return false;
         }
         // The common case, without the bookkeeping allocation of the general one.
-        if let ([want], [seen]) = (self.hops.as_slice(), observed.hops.as_slice()) {
+        if let ([want], [seen]) = (&*self.hops, &*observed.hops) {
             return want.accepts(seen);
         }
         let mut used = vec![false; observed.hops.len()];
@@ -248,7 +248,7 @@ pub(crate) fn encode_new(key: &RouteKey, spec: &RouteSpec, protocol: u8) -> Rout
     if let Some(src) = spec.prefsrc {
         m.attributes.push(RouteAttribute::PrefSource(src.into()));
     }
-    match spec.hops.as_slice() {
+    match &*spec.hops {
         [one] => {
             if let Some(gw) = one.gateway {
                 m.attributes.push(RouteAttribute::Gateway(gw.into()));
@@ -363,13 +363,13 @@ pub(crate) fn write_new(buf: &mut Vec<u8>, key: &RouteKey, spec: &RouteSpec, pro
     } else {
         RT_SCOPE_UNIVERSE
     };
-    let onlink = matches!(spec.hops.as_slice(), [one] if one.onlink);
+    let onlink = matches!(&*spec.hops, [one] if one.onlink);
     let flags = if onlink { u32::from(RTNH_F_ONLINK) } else { 0 };
     put_header(buf, key, protocol, scope, flags);
     if let Some(src) = spec.prefsrc {
         put_addr(buf, RTA_PREFSRC, src);
     }
-    match spec.hops.as_slice() {
+    match &*spec.hops {
         [one] => {
             if let Some(gw) = one.gateway {
                 put_addr(buf, RTA_GATEWAY, gw);
@@ -474,7 +474,10 @@ pub(crate) fn decode(m: &RouteMessage) -> Option<ObservedRoute> {
     Some(ObservedRoute {
         key: RouteKey { table, prefix },
         protocol: h.protocol.into(),
-        spec: RouteSpec { hops, prefsrc },
+        spec: RouteSpec {
+            hops: hops.into(),
+            prefsrc,
+        },
     })
 }
 
@@ -500,16 +503,16 @@ mod tests {
     #[test]
     fn ecmp_sets_compare_as_multisets() {
         let want = RouteSpec {
-            hops: vec![hop("10.0.0.1", None), hop("10.0.0.2", None)],
+            hops: vec![hop("10.0.0.1", None), hop("10.0.0.2", None)].into(),
             prefsrc: None,
         };
         let seen = RouteSpec {
-            hops: vec![hop("10.0.0.2", Some(4)), hop("10.0.0.1", Some(4))],
+            hops: vec![hop("10.0.0.2", Some(4)), hop("10.0.0.1", Some(4))].into(),
             prefsrc: None,
         };
         assert!(want.accepts(&seen));
         let fewer = RouteSpec {
-            hops: vec![hop("10.0.0.1", Some(4))],
+            hops: vec![hop("10.0.0.1", Some(4))].into(),
             prefsrc: None,
         };
         assert!(!want.accepts(&fewer));
@@ -522,7 +525,7 @@ mod tests {
             prefix: "10.1.0.0/16".parse().unwrap(),
         };
         let spec = RouteSpec {
-            hops: vec![hop("10.0.0.1", Some(2)), hop("10.0.0.2", Some(3))],
+            hops: vec![hop("10.0.0.1", Some(2)), hop("10.0.0.2", Some(3))].into(),
             prefsrc: None,
         };
         let m = encode_new(&key, &spec, 201);
@@ -543,7 +546,7 @@ mod tests {
     fn direct_encoding_matches_the_message_structs() {
         let specs = [
             RouteSpec {
-                hops: vec![hop("10.0.0.1", None)],
+                hops: vec![hop("10.0.0.1", None)].into(),
                 prefsrc: None,
             },
             RouteSpec {
@@ -551,7 +554,8 @@ mod tests {
                     gateway: Some("10.0.0.1".parse().unwrap()),
                     ifindex: Some(3),
                     onlink: true,
-                }],
+                }]
+                .into(),
                 prefsrc: None,
             },
             RouteSpec {
@@ -559,7 +563,8 @@ mod tests {
                     gateway: None,
                     ifindex: Some(3),
                     onlink: false,
-                }],
+                }]
+                .into(),
                 prefsrc: Some("192.168.1.1".parse().unwrap()),
             },
             RouteSpec {
@@ -570,7 +575,8 @@ mod tests {
                         ifindex: Some(3),
                         onlink: true,
                     },
-                ],
+                ]
+                .into(),
                 prefsrc: None,
             },
         ];
@@ -603,7 +609,7 @@ mod tests {
             prefix: "fd00:1::/64".parse().unwrap(),
         };
         let spec = RouteSpec {
-            hops: vec![hop("fd55::2", Some(4))],
+            hops: vec![hop("fd55::2", Some(4))].into(),
             prefsrc: None,
         };
         let mut buf = Vec::new();

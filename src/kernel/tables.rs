@@ -170,7 +170,8 @@ pub fn plan_tables(
                     gateway: None,
                     ifindex: Some(a.ifindex),
                     onlink: false,
-                }],
+                }]
+                .into(),
                 prefsrc: Some(a.addr),
             },
         ));
@@ -210,7 +211,7 @@ pub fn plan_tables(
                 plan.routes.push((
                     RouteKey { table, prefix },
                     RouteSpec {
-                        hops: gw_hops,
+                        hops: gw_hops.into(),
                         prefsrc: None,
                     },
                 ));
@@ -318,7 +319,8 @@ mod tests {
                     gateway: Some("192.168.1.254".parse().unwrap()),
                     ifindex: Some(2),
                     onlink: false,
-                }],
+                }]
+                .into(),
                 prefsrc: None,
             },
         };
@@ -329,7 +331,8 @@ mod tests {
                     gateway: None,
                     ifindex: Some(9),
                     onlink: false,
-                }],
+                }]
+                .into(),
                 prefsrc: None,
             },
         );
