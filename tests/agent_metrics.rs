@@ -5,10 +5,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use underroute::testbed::{
-    link_pair, require_root, wait_until, Addrs, Family, GobgpConfig, GobgpNeighbor, Gobgpd, Netns,
-    RouteAttrs,
-};
+use underroute::testbed::{require_root, wait_until, Family, Netns, RouteAttrs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 const URL: &str = "http://10.0.0.2:9479";
@@ -44,30 +41,7 @@ fn metrics_healthz_and_readyz_report_sessions_prefixes_and_kernel_state() {
     if !require_root("metrics_healthz_and_readyz_report_sessions_prefixes_and_kernel_state") {
         return;
     }
-    let ns_node = Netns::new("metru").expect("node namespace");
-    let ns_tor = Netns::new("metrt").expect("tor namespace");
-    link_pair(
-        &ns_node,
-        &ns_tor,
-        Addrs::new("10.0.0.2", "fd00::2"),
-        Addrs::new("10.0.0.1", "fd00::1"),
-    )
-    .expect("veth");
-    let tor = Gobgpd::start(
-        &ns_tor,
-        GobgpConfig {
-            router_id: "10.0.0.1".parse().expect("literal"),
-            asn: 65001,
-            neighbors: vec![GobgpNeighbor {
-                address: ip("10.0.0.2"),
-                asn: 64512,
-                graceful_restart: Some(60),
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    )
-    .expect("gobgpd");
+    let (ns_node, _ns_tor, tor) = underroute::testbed::tor::node_with_tor("metr", Some(60));
     // Announced before the session comes up, so the first full state already holds them.
     tor.add_route(
         "0.0.0.0/0".parse().expect("literal"),

@@ -5,10 +5,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use underroute::testbed::{
-    link_pair, require_root, wait_until, Addrs, Family, GobgpConfig, GobgpNeighbor, Gobgpd, Netns,
-    RouteAttrs,
-};
+use underroute::testbed::{require_root, wait_until, Family, RouteAttrs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 
@@ -60,29 +57,7 @@ fn agent_peers_with_a_top_of_rack_router_installs_routes_survives_sigkill_and_wi
     {
         return;
     }
-    let ns_node = Netns::new("agentu").expect("node namespace");
-    let ns_tor = Netns::new("agentt").expect("tor namespace");
-    link_pair(
-        &ns_node,
-        &ns_tor,
-        Addrs::new("10.0.0.2", "fd00::2"),
-        Addrs::new("10.0.0.1", "fd00::1"),
-    )
-    .expect("veth");
-    let tor = Gobgpd::start(
-        &ns_tor,
-        GobgpConfig {
-            router_id: "10.0.0.1".parse().expect("literal"),
-            asn: 65001,
-            neighbors: vec![GobgpNeighbor {
-                address: ip("10.0.0.2"),
-                asn: 64512,
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    )
-    .expect("gobgpd");
+    let (ns_node, _ns_tor, tor) = underroute::testbed::tor::node_with_tor("agent", None);
     let config = ns_node.dir().join("underroute.toml");
     let registry_dir = ns_node.dir().join("pods");
     let api_socket = ns_node.dir().join("api.sock");

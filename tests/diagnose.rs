@@ -5,10 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use underroute::testbed::{
-    link_pair, require_root, wait_until, Addrs, GobgpConfig, GobgpNeighbor, Gobgpd, Netns,
-    RouteAttrs,
-};
+use underroute::testbed::{link_pair, require_root, wait_until, Addrs, Netns, RouteAttrs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 
@@ -31,29 +28,7 @@ fn diagnose_rib_is_quiet_when_healthy_and_names_a_foreign_route_in_the_way() {
     if !require_root("diagnose_rib_is_quiet_when_healthy_and_names_a_foreign_route_in_the_way") {
         return;
     }
-    let ns_node = Netns::new("diagn").expect("node namespace");
-    let ns_tor = Netns::new("diagt").expect("tor namespace");
-    link_pair(
-        &ns_node,
-        &ns_tor,
-        Addrs::new("10.0.0.2", "fd00::2"),
-        Addrs::new("10.0.0.1", "fd00::1"),
-    )
-    .expect("veth");
-    let tor = Gobgpd::start(
-        &ns_tor,
-        GobgpConfig {
-            router_id: "10.0.0.1".parse().expect("literal"),
-            asn: 65001,
-            neighbors: vec![GobgpNeighbor {
-                address: ip("10.0.0.2"),
-                asn: 64512,
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    )
-    .expect("gobgpd");
+    let (ns_node, _ns_tor, tor) = underroute::testbed::tor::node_with_tor("diag", None);
     let config = ns_node.dir().join("underroute.toml");
     let api_socket = ns_node.dir().join("api.sock");
     std::fs::write(

@@ -13,6 +13,7 @@ pub mod gobgp;
 pub mod kernel;
 pub mod netns;
 pub mod speaker;
+pub mod tor;
 pub mod wait;
 
 pub use bird::{Bird, BirdConfig, BirdNeighbor, StaticRoute};
