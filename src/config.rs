@@ -82,11 +82,16 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// Node name (the Kubernetes Node name in kube mode).
+    /// Node name. Required standalone; in Kubernetes mode it defaults to `--node-name` (the
+    /// `NODE_NAME` environment variable, from the downward API).
+    #[serde(default)]
     pub name: String,
-    /// BGP identifier.
+    /// BGP identifier. Required standalone; in Kubernetes mode it defaults to the Node's IPv4
+    /// InternalIP.
+    #[serde(default = "unset_router_id")]
     pub router_id: Ipv4Addr,
-    /// AS number.
+    /// AS number (in Kubernetes mode, the default for every node; a Node annotation overrides
+    /// it per node).
     pub asn: u32,
     /// This node's pod CIDRs, advertised to every peer.
     #[serde(default)]
@@ -159,7 +164,7 @@ impl Default for BgpConfig {
 }
 
 /// One `[[peer]]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
     /// Peer address.
@@ -277,6 +282,19 @@ impl Default for MetricsConfig {
     }
 }
 
+/// How the configuration file is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything comes from the file.
+    Standalone,
+    /// The node's name, router id and pod CIDRs may come from the cluster (the Node object);
+    /// the file is checked again once they are filled in.
+    Kubernetes,
+}
+
+fn unset_router_id() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
+}
 fn yes() -> bool {
     true
 }
@@ -312,34 +330,54 @@ fn default_registry_dir() -> PathBuf {
 }
 
 impl Config {
-    /// Read and validate a file.
+    /// Read and validate a standalone file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_as(path, Mode::Standalone)
+    }
+
+    /// Read and validate a file for `mode`.
+    pub fn load_as(path: &Path, mode: Mode) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
-        Config::parse(&text, &file)
+        Config::parse_as(&text, &file, mode)
     }
 
-    /// Parse and validate text; `file` names it in errors.
+    /// Parse and validate standalone text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse_as(text, file, Mode::Standalone)
+    }
+
+    /// Parse and validate text for `mode`; `file` names it in errors.
+    pub fn parse_as(text: &str, file: &str, mode: Mode) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             message: e.to_string(),
         })?;
-        config.validate(file)?;
+        config.validate_as(file, mode)?;
         Ok(config)
     }
 
-    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+    /// Check every value as for a standalone file (in Kubernetes mode: once the node's name and
+    /// router id are filled in from the cluster).
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        self.validate_as(file, Mode::Standalone)
+    }
+
+    fn validate_as(&self, file: &str, mode: Mode) -> Result<(), ConfigError> {
         let bad = |key: String, reason: String| ConfigError::Invalid {
             file: file.to_string(),
             key,
             reason,
         };
-        if self.node.name.trim().is_empty() {
-            return Err(bad("node.name".into(), "must not be empty".into()));
+        let standalone = mode == Mode::Standalone;
+        if standalone && self.node.name.trim().is_empty() {
+            return Err(bad(
+                "node.name".into(),
+                "required (only Kubernetes mode takes it from the cluster)".into(),
+            ));
         }
         if self.node.asn == 0 || self.node.asn == Asn::TRANS.0 {
             return Err(bad(
@@ -347,7 +385,13 @@ impl Config {
                 format!("{} is reserved (RFC 7607, RFC 6793)", self.node.asn),
             ));
         }
-        if self.node.router_id.is_unspecified() || self.node.router_id.is_multicast() {
+        if standalone && self.node.router_id.is_unspecified() {
+            return Err(bad(
+                "node.router_id".into(),
+                "required (only Kubernetes mode takes it from the Node's InternalIP)".into(),
+            ));
+        }
+        if self.node.router_id.is_multicast() || self.node.router_id.is_broadcast() {
             return Err(bad(
                 "node.router_id".into(),
                 format!("{} is not a usable BGP identifier", self.node.router_id),
@@ -406,38 +450,8 @@ impl Config {
                     format!("{} is configured twice", p.address),
                 ));
             }
-            if p.asn == 0 {
-                return Err(bad(
-                    format!("peer[{i}].asn"),
-                    "0 is reserved (RFC 7607)".into(),
-                ));
-            }
-            if let Some(h) = p.hold_time {
-                if h != 0 && h < 3 {
-                    return Err(bad(
-                        format!("peer[{i}].hold_time"),
-                        "must be 0 or at least 3 seconds".into(),
-                    ));
-                }
-            }
-            if p.password
-                .as_ref()
-                .is_some_and(|pw| pw.is_empty() || pw.len() > 80)
-            {
-                return Err(bad(
-                    format!("peer[{i}].password"),
-                    "must be 1 to 80 bytes (TCP MD5 key)".into(),
-                ));
-            }
-            if p.multihop_ttl == Some(0) {
-                return Err(bad(
-                    format!("peer[{i}].multihop_ttl"),
-                    "must be at least 1".into(),
-                ));
-            }
-            for (j, rule) in p.import.iter().enumerate() {
-                parse_rule(rule).map_err(|reason| bad(format!("peer[{i}].import[{j}]"), reason))?;
-            }
+            p.validate()
+                .map_err(|(key, reason)| bad(format!("peer[{i}].{key}"), reason))?;
         }
         if !self.api.allow_remote && !self.api.listen.ip().is_loopback() {
             return Err(bad(
@@ -472,34 +486,55 @@ impl Config {
         }
     }
 
-    /// The static peers as speaker peer settings, with their import policies.
+    /// The static peers as speaker peer settings, with their import policies (standalone: the
+    /// nodes this file knows of are the router id, the listen addresses and the peers).
     pub fn peer_configs(&self) -> Vec<PeerConfig> {
+        let nodes = self.node_addresses();
         self.peers
             .iter()
-            .map(|p| {
-                let mut pc = PeerConfig::new(p.address, Asn(p.asn));
-                pc.port = p.port;
-                pc.local_address = p.local_address;
-                pc.password = p.password.clone();
-                pc.multihop_ttl = p.multihop_ttl;
-                pc.hold_time = p.hold_time.unwrap_or(self.bgp.hold_time);
-                pc.passive = p.passive;
-                pc.route_reflector_client = p.route_reflector_client;
-                pc.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
-                pc.connect_retry = Duration::from_secs(self.bgp.connect_retry);
-                pc.import = self.import_policy(p);
-                pc
-            })
+            .map(|p| self.peer_config(p, &nodes))
             .collect()
     }
 
-    /// What a static peer may announce to us. A peer in our own AS is a mesh member unless it
-    /// has an explicit import list: it may announce pod-network prefixes only.
-    fn import_policy(&self, p: &PeerEntry) -> ImportPolicy {
+    /// One `[[peer]]` (or a peer from a Node annotation) as speaker settings. `nodes` are the
+    /// cluster's node addresses, which a mesh member may never announce host routes for.
+    pub fn peer_config(&self, p: &PeerEntry, nodes: &[IpAddr]) -> PeerConfig {
+        let mut pc = self.session_defaults(p.address, p.asn);
+        pc.port = p.port;
+        pc.local_address = p.local_address;
+        pc.password = p.password.clone();
+        pc.multihop_ttl = p.multihop_ttl;
+        pc.hold_time = p.hold_time.unwrap_or(self.bgp.hold_time);
+        pc.passive = p.passive;
+        pc.route_reflector_client = p.route_reflector_client;
+        pc.import = self.import_policy(p, nodes);
+        pc
+    }
+
+    /// Another node of the cluster mesh (Kubernetes mode): iBGP with `[bgp]` defaults, and the
+    /// mesh import rules.
+    pub fn mesh_peer(&self, address: IpAddr, nodes: &[IpAddr], rr_client: bool) -> PeerConfig {
+        let mut pc = self.session_defaults(address, self.node.asn);
+        pc.route_reflector_client = rr_client;
+        pc.import = ImportPolicy::Prefixes(self.mesh_rules(nodes));
+        pc
+    }
+
+    fn session_defaults(&self, address: IpAddr, asn: u32) -> PeerConfig {
+        let mut pc = PeerConfig::new(address, Asn(asn));
+        pc.hold_time = self.bgp.hold_time;
+        pc.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
+        pc.connect_retry = Duration::from_secs(self.bgp.connect_retry);
+        pc
+    }
+
+    /// What a peer may announce to us. A peer in our own AS is a mesh member unless it has an
+    /// explicit import list: it may announce pod-network prefixes only.
+    fn import_policy(&self, p: &PeerEntry, nodes: &[IpAddr]) -> ImportPolicy {
         let mut rules: Vec<PrefixRule> =
             p.import.iter().filter_map(|r| parse_rule(r).ok()).collect();
         if p.import.is_empty() && p.asn == self.node.asn {
-            rules.extend(self.mesh_rules());
+            rules.extend(self.mesh_rules(nodes));
         }
         if p.accept_default_route {
             rules.push(PrefixRule::exact("0.0.0.0/0".parse().expect("literal")));
@@ -513,20 +548,20 @@ impl Config {
     }
 
     /// Mesh import: anything inside the cluster pod CIDRs, and host routes inside the underlay
-    /// ranges except the nodes' own addresses. Nothing else, so a mesh peer cannot steer the
-    /// node's own traffic: nodes usually sit in the underlay range, and a /32 for one of them
-    /// would pull the BGP sessions and kubelet traffic to that node through the announcer.
-    pub fn mesh_rules(&self) -> Vec<PrefixRule> {
+    /// ranges except the nodes' own addresses (`nodes`). Nothing else, so a mesh peer cannot
+    /// steer the node's own traffic: nodes usually sit in the underlay range, and a /32 for one
+    /// of them would pull the BGP sessions and kubelet traffic to that node through the
+    /// announcer.
+    pub fn mesh_rules(&self, nodes: &[IpAddr]) -> Vec<PrefixRule> {
         let mut rules: Vec<PrefixRule> = self
             .cluster
             .pod_cidrs
             .iter()
             .map(|c| PrefixRule::or_longer(*c))
             .collect();
-        let nodes = self.node_addresses();
         for r in &self.cluster.underlay_ranges {
             let host = if r.addr().is_ipv4() { 32 } else { 128 };
-            for block in exclude_hosts(*r, &nodes) {
+            for block in exclude_hosts(*r, nodes) {
                 if let Ok(rule) = PrefixRule::new(block, Some(host), Some(host)) {
                     rules.push(rule);
                 }
@@ -537,7 +572,7 @@ impl Config {
 
     /// The node addresses this config knows: the router id, the listen addresses and every
     /// peer (in standalone mode the peers are the other nodes).
-    fn node_addresses(&self) -> Vec<IpAddr> {
+    pub fn node_addresses(&self) -> Vec<IpAddr> {
         let mut v = vec![IpAddr::V4(self.node.router_id)];
         v.extend(
             self.bgp
@@ -549,6 +584,33 @@ impl Config {
         );
         v.extend(self.peers.iter().map(|p| p.address));
         v
+    }
+}
+
+impl PeerEntry {
+    /// Checks one peer's values; the error is (key within the peer, reason).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, reason: &str| Err((key.to_string(), reason.to_string()));
+        if self.asn == 0 {
+            return bad("asn", "0 is reserved (RFC 7607)");
+        }
+        if self.hold_time.is_some_and(|h| h != 0 && h < 3) {
+            return bad("hold_time", "must be 0 or at least 3 seconds");
+        }
+        if self
+            .password
+            .as_ref()
+            .is_some_and(|pw| pw.is_empty() || pw.len() > 80)
+        {
+            return bad("password", "must be 1 to 80 bytes (TCP MD5 key)");
+        }
+        if self.multihop_ttl == Some(0) {
+            return bad("multihop_ttl", "must be at least 1");
+        }
+        for (j, rule) in self.import.iter().enumerate() {
+            parse_rule(rule).map_err(|reason| (format!("import[{j}]"), reason))?;
+        }
+        Ok(())
     }
 }
 
@@ -612,7 +674,7 @@ mod tests {
             "test",
         )
         .expect("valid");
-        let policy = ImportPolicy::Prefixes(cfg.mesh_rules());
+        let policy = ImportPolicy::Prefixes(cfg.mesh_rules(&cfg.node_addresses()));
         let net = |s: &str| s.parse::<IpNet>().expect("literal");
         assert!(policy.accepts(&net("192.168.50.100/32")));
         assert!(policy.accepts(&net("192.168.50.255/32")));

@@ -85,6 +85,16 @@ struct AgentArgs {
     /// TOML configuration file (default: the embedded single-node configuration).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Kubernetes mode: peer with every Node, follow Nodes and this node's Pods (in-cluster
+    /// service account, or KUBECONFIG).
+    #[arg(long)]
+    kube: bool,
+    /// Kubernetes mode with this kubeconfig file.
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// This node's Node name in Kubernetes mode (default: node.name of the file).
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    node_name: String,
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -171,12 +181,19 @@ fn run() -> Result<()> {
         .init();
     match cli.command {
         Command::Agent(args) => {
-            let config = match &args.config {
-                Some(path) => underroute::config::Config::load(path)?,
-                None => underroute::config::Config::parse(
-                    underroute::config::EMBEDDED_DEFAULT,
-                    "embedded default",
-                )?,
+            use underroute::config::{Config, Mode, EMBEDDED_DEFAULT};
+            let kube = args.kube || args.kubeconfig.is_some();
+            let mode = if kube {
+                Mode::Kubernetes
+            } else {
+                Mode::Standalone
+            };
+            let (config, file) = match &args.config {
+                Some(path) => (Config::load_as(path, mode)?, path.display().to_string()),
+                None => (
+                    Config::parse_as(EMBEDDED_DEFAULT, "embedded default", mode)?,
+                    "embedded default".to_string(),
+                ),
             };
             if args.check {
                 println!("configuration is valid");
@@ -185,7 +202,18 @@ fn run() -> Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(underroute::agent::run(config))
+            if kube {
+                rt.block_on(underroute::agent::run_kube(
+                    config,
+                    underroute::agent::KubeOptions {
+                        kubeconfig: args.kubeconfig,
+                        node_name: args.node_name,
+                        file,
+                    },
+                ))
+            } else {
+                rt.block_on(underroute::agent::run(config))
+            }
         }
         Command::Speaker(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -74,7 +74,7 @@ pub struct SpeakerConfig {
 }
 
 /// One peer's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     /// Peer address.
     pub address: IpAddr,
@@ -219,6 +219,8 @@ enum Command {
     AddPeer(PeerConfig, oneshot::Sender<Result<(), SpeakerError>>),
     RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
     Enable(IpAddr, bool, oneshot::Sender<Result<(), SpeakerError>>),
+    SetImport(IpAddr, ImportPolicy, Reply<()>),
+    SetAsn(Asn, oneshot::Sender<()>),
     Reset(IpAddr, ResetKind, oneshot::Sender<Result<(), SpeakerError>>),
     Originate(Vec<(IpNet, PathAttrs)>, oneshot::Sender<()>),
     Withdraw(Vec<IpNet>, oneshot::Sender<()>),
@@ -247,7 +249,8 @@ pub enum ResetKind {
 #[derive(Clone)]
 pub struct Speaker {
     tx: mpsc::Sender<Command>,
-    config: Arc<SpeakerConfig>,
+    // Shared with every handle so that a changed AS shows in all of them.
+    config: Arc<std::sync::RwLock<SpeakerConfig>>,
 }
 
 impl Speaker {
@@ -303,13 +306,29 @@ impl Speaker {
         tokio::spawn(core.run(rx, event_rx, accept_rx));
         Ok(Speaker {
             tx,
-            config: Arc::new(config),
+            config: Arc::new(std::sync::RwLock::new(config)),
         })
     }
 
-    /// The configuration the speaker was started with.
-    pub fn config(&self) -> &SpeakerConfig {
-        &self.config
+    /// The configuration the speaker runs with (as started, with the AS as last set).
+    pub fn config(&self) -> SpeakerConfig {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Change our AS number. Every peer is removed first with Cease / Other Configuration
+    /// Change (RFC 4486) and its routes withdrawn, because the AS is part of every session's
+    /// OPEN and of every path's iBGP/eBGP standing; the caller adds the peers back, with peer
+    /// settings that fit the new AS.
+    pub async fn set_local_asn(&self, asn: Asn) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::SetAsn(asn, tx)).await?;
+        match self.config.write() {
+            Ok(mut c) => c.asn = asn,
+            Err(poisoned) => poisoned.into_inner().asn = asn,
+        }
+        Ok(())
     }
 
     async fn ask<R>(
@@ -337,6 +356,18 @@ impl Speaker {
     /// Administratively enable or disable a peer.
     pub async fn set_enabled(&self, address: IpAddr, enabled: bool) -> Result<(), SpeakerError> {
         self.ask(|tx| Command::Enable(address, enabled, tx)).await?
+    }
+
+    /// Replace a peer's import policy without touching its session: what it already announced
+    /// is judged again at once (the Adj-RIB-In keeps rejected routes for this), so a tighter
+    /// policy withdraws routes and a looser one installs them without a ROUTE-REFRESH.
+    pub async fn set_import_policy(
+        &self,
+        address: IpAddr,
+        policy: ImportPolicy,
+    ) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::SetImport(address, policy, tx))
+            .await?
     }
 
     /// Reset a peer's session (hard) or refresh routes (soft).
@@ -500,6 +531,48 @@ impl Core {
                         }
                         drop(peer.tx); // the supervisor sends Cease / Peer De-configured
                         let changes = self.rib.remove_peer(address);
+                        self.publish(changes).await;
+                        Ok(())
+                    }
+                    None => Err(SpeakerError::NoPeer(address)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::SetAsn(asn, reply) => {
+                if asn != self.config.asn {
+                    let n = NotificationError::new(
+                        error::code::CEASE,
+                        error::cease::OTHER_CONFIGURATION_CHANGE,
+                    );
+                    let addresses: Vec<IpAddr> = self.peers.keys().copied().collect();
+                    for address in addresses {
+                        let Some(peer) = self.peers.remove(&address) else {
+                            continue;
+                        };
+                        let _ = peer
+                            .tx
+                            .send(PeerCmd::Stop {
+                                notification: Some(n.clone()),
+                                disable: true,
+                            })
+                            .await;
+                        for l in &self.listeners {
+                            let _ = socket::set_md5_key(l.as_ref(), address, None);
+                        }
+                        let changes = self.rib.remove_peer(address);
+                        self.publish(changes).await;
+                    }
+                    info!(from = self.config.asn.0, to = asn.0, "local AS changed");
+                    self.config.asn = asn;
+                    self.rib.set_local_asn(asn);
+                }
+                let _ = reply.send(());
+            }
+            Command::SetImport(address, policy, reply) => {
+                let result = match self.peers.get_mut(&address) {
+                    Some(peer) => {
+                        peer.config.import = policy.clone();
+                        let changes = self.rib.set_import_policy(address, policy);
                         self.publish(changes).await;
                         Ok(())
                     }

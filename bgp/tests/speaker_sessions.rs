@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use underroute_bgp::fsm::State;
+use underroute_bgp::policy::{ImportPolicy, PrefixRule};
 use underroute_bgp::speaker::{GracefulRestartConfig, PeerConfig, Speaker, SpeakerConfig};
 use underroute_bgp::wire::{self, Capability, Message, NotificationError, Open, SessionContext};
 use underroute_bgp::{Asn, Family, RouterId};
@@ -421,4 +422,81 @@ async fn gr_peer_reconnecting_while_established_keeps_routes_stale_until_end_of_
     )))
     .await;
     wait_table(&s, &[(keep, false)]).await;
+}
+
+#[tokio::test]
+async fn a_changed_import_policy_judges_announced_routes_again_without_a_session_reset() {
+    let a = Ipv4Addr::new(127, 0, 0, 9);
+    let port = free_port();
+    let s = speaker(port, None, &[a]).await;
+    let mut pa = Scripted::connect(a, port).await;
+    pa.establish(Ipv4Addr::new(1, 1, 1, 9)).await;
+    wait_state(&s, a, State::Established).await;
+    let net = |t: &str| t.parse::<ipnet::IpNet>().expect("literal");
+    announce(&mut pa, a, &[net("10.1.0.0/24"), net("10.2.0.0/24")]).await;
+    wait_table(
+        &s,
+        &[(net("10.1.0.0/24"), false), (net("10.2.0.0/24"), false)],
+    )
+    .await;
+
+    // Tighter: 10.2.0.0/24 leaves the Loc-RIB, the session stays up.
+    let only_first = ImportPolicy::Prefixes(vec![PrefixRule::exact(net("10.1.0.0/24"))]);
+    s.set_import_policy(IpAddr::V4(a), only_first)
+        .await
+        .expect("known peer");
+    wait_table(&s, &[(net("10.1.0.0/24"), false)]).await;
+    // Looser again: the rejected route was kept, so it comes back without a ROUTE-REFRESH.
+    s.set_import_policy(IpAddr::V4(a), ImportPolicy::AcceptAll)
+        .await
+        .expect("known peer");
+    wait_table(
+        &s,
+        &[(net("10.1.0.0/24"), false), (net("10.2.0.0/24"), false)],
+    )
+    .await;
+    assert_eq!(state_of(&s, a).await.0, State::Established);
+    assert!(s
+        .set_import_policy(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 99)), ImportPolicy::Deny)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_new_local_as_closes_every_session_with_cease_other_configuration_change() {
+    let a = Ipv4Addr::new(127, 0, 0, 10);
+    let port = free_port();
+    let s = speaker(port, None, &[a]).await;
+    let mut pa = Scripted::connect(a, port).await;
+    pa.establish(Ipv4Addr::new(1, 1, 1, 10)).await;
+    wait_state(&s, a, State::Established).await;
+
+    s.set_local_asn(Asn(64999)).await.expect("speaker runs");
+    let mut cease = None;
+    while let Some(m) = pa.recv().await {
+        if let Message::Notification(n) = m {
+            cease = Some(n);
+            break;
+        }
+    }
+    let n = cease.expect("Cease before the close");
+    assert_eq!((n.code, n.subcode), (6, 6), "{n}");
+    assert!(
+        s.peers().await.expect("peers").is_empty(),
+        "the caller adds peers back"
+    );
+    assert_eq!(s.config().asn, Asn(64999));
+
+    // Added back, the peer sees the new AS in our OPEN.
+    let mut pc = PeerConfig::new(IpAddr::V4(a), Asn(PEER_AS));
+    pc.passive = true;
+    pc.families = vec![Family::Ipv4Unicast];
+    s.add_peer(pc).await.expect("add peer");
+    let mut again = Scripted::connect(a, port).await;
+    let open = again.establish(Ipv4Addr::new(1, 1, 1, 10)).await;
+    assert!(
+        open.capabilities
+            .contains(&Capability::FourOctetAs(Asn(64999))),
+        "{open:?}"
+    );
 }

@@ -2,15 +2,18 @@
 //! address is outside the cluster pod CIDRs (macvlan, ipvlan, bridge+dhcp pods), and withdraws
 //! it when the pod goes.
 //!
-//! The pod registry is a directory the CNI plugin writes; reading it works without Kubernetes
-//! and survives agent restarts. It is polled: a pod that comes or goes is advertised or withdrawn
-//! within one interval. A registry that cannot be read keeps the last known pods advertised,
-//! because withdrawing every pod on a transient error would cut their traffic.
+//! Two sources, advertised together: the pod registry, a directory the CNI plugin writes
+//! (works without Kubernetes and survives agent restarts), and in Kubernetes mode the Pods with
+//! `spec.nodeName` = this node (host routes computed by `cluster::desired`). The registry is
+//! polled: a pod that comes or goes is advertised or withdrawn within one interval; the
+//! cluster's pods come as they change. A registry that cannot be read keeps the last known pods
+//! advertised, because withdrawing every pod on a transient error would cut their traffic.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use tokio::sync::watch;
 use underroute_bgp::speaker::Speaker;
 use underroute_bgp::wire::PathAttrs;
 
@@ -29,20 +32,34 @@ pub fn underlay_host_routes(records: &[PodRecord], cluster_pod_cidrs: &[IpNet]) 
         .collect()
 }
 
-/// Keep the speaker's originated host routes equal to the registry's underlay pods.
-pub async fn run(speaker: Speaker, registry: PodRegistry, cluster_pod_cidrs: Vec<IpNet>) {
+/// Keep the speaker's originated host routes equal to the registry's underlay pods plus
+/// `cluster_pods` (the cluster's view; the last value stays when its sender is gone).
+pub async fn run(
+    speaker: Speaker,
+    registry: PodRegistry,
+    cluster_pod_cidrs: Vec<IpNet>,
+    mut cluster_pods: watch::Receiver<BTreeSet<IpNet>>,
+) {
     let mut advertised: BTreeSet<IpNet> = BTreeSet::new();
+    let mut from_registry: BTreeSet<IpNet> = BTreeSet::new();
     let mut tick = tokio::time::interval(POLL);
+    let mut cluster_open = true;
     loop {
-        tick.tick().await;
-        let records = match registry.list() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(dir = %registry.dir().display(), error = %e, "pod registry unreadable; keeping the pods advertised as they are");
-                continue;
+        tokio::select! {
+            _ = tick.tick() => {
+                match registry.list() {
+                    Ok(records) => from_registry = underlay_host_routes(&records, &cluster_pod_cidrs),
+                    Err(e) => {
+                        tracing::warn!(dir = %registry.dir().display(), error = %e, "pod registry unreadable; keeping the pods advertised as they are");
+                    }
+                }
             }
-        };
-        let wanted = underlay_host_routes(&records, &cluster_pod_cidrs);
+            changed = cluster_pods.changed(), if cluster_open => {
+                cluster_open = changed.is_ok();
+            }
+        }
+        let mut wanted = from_registry.clone();
+        wanted.extend(cluster_pods.borrow().iter().copied());
         let added: Vec<(IpNet, PathAttrs)> = wanted
             .difference(&advertised)
             .map(|p| (*p, PathAttrs::default()))

@@ -250,7 +250,7 @@ impl GobgpApi for GobgpService {
         _request: Request<apipb::GetBgpRequest>,
     ) -> Result<Response<apipb::GetBgpResponse>, Status> {
         Ok(Response::new(apipb::GetBgpResponse {
-            global: Some(convert::global(self.speaker.config())),
+            global: Some(convert::global(&self.speaker.config())),
         }))
     }
 

@@ -829,6 +829,13 @@ impl Rib {
         self.by_addr.insert(address, idx);
     }
 
+    /// Changes our AS. Meant for a RIB without peers (the speaker removes them first): paths
+    /// already learned were judged iBGP or eBGP against the old AS.
+    pub fn set_local_asn(&mut self, asn: Asn) {
+        self.cfg.local_asn = asn;
+        self.origins[LOCAL as usize] = Origin::local(&self.cfg);
+    }
+
     /// Replaces `peer`'s import policy and re-evaluates everything it has announced, without
     /// asking it to resend (the Adj-RIB-In keeps rejected routes for exactly this: soft
     /// reconfiguration inbound, RFC 4271 section 9.1.1 re-run on a policy change). Use this
