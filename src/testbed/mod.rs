@@ -6,6 +6,7 @@
 //! links, routes or rules: everything runs inside namespaces made here, and every wait is bounded.
 //!
 
+pub mod apiserver;
 pub mod bird;
 pub mod cni;
 pub mod fabric;
