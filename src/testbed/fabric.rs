@@ -13,7 +13,7 @@
 //! packet can leave the lab.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -55,6 +55,30 @@ impl Fabric {
     /// The fabric namespace itself.
     pub fn netns(&self) -> &Netns {
         &self.ns
+    }
+
+    /// A TCP listener on `addr` inside the fabric, for a service every node reaches over the
+    /// segment (the fake Kubernetes API server). The bridge gets `addr` with `prefix_len`; the
+    /// socket is made by a thread that entered the fabric namespace, so it lives there while
+    /// the test process serves it.
+    pub fn listen_tcp(&self, addr: SocketAddrV4, prefix_len: u8) -> Result<TcpListener, String> {
+        let cidr = format!("{}/{prefix_len}", addr.ip());
+        let have = self
+            .ns
+            .exec_stdout(&["ip", "-4", "addr", "show", "dev", "br0"])?;
+        if !have.contains(&format!("inet {cidr} ")) {
+            self.ns
+                .exec_ok(&["ip", "addr", "add", &cidr, "dev", "br0"])?;
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.ns.enter_thread()?;
+                    TcpListener::bind(addr).map_err(|e| format!("bind {addr} in the fabric: {e}"))
+                })
+                .join()
+                .map_err(|_| "listener thread panicked".to_string())?
+        })
     }
 
     /// Plugs `node` into the bridge as `eth0` with `addr` (e.g. 192.168.50.50/24).
@@ -141,10 +165,14 @@ pub struct MeshSpec {
     pub underlay_ranges: Vec<Ipv4Net>,
     /// Peer addresses of every node (the agent skips its own).
     pub peers: Vec<Ipv4Addr>,
+    /// Kubernetes mode with this kubeconfig: the agents take their router id, pod CIDRs and
+    /// peers from the API server (Node objects), not from the file.
+    pub kubeconfig: Option<PathBuf>,
 }
 
-/// The agent config of `node` in `mesh`: a full iBGP mesh from static peers, quick timers
-/// (hold 9 s, keepalive 3 s, connect retry 1 s) so tests converge in seconds.
+/// The agent config of `node` in `mesh`: a full iBGP mesh from static peers (or in Kubernetes
+/// mode from the Node objects), quick timers (hold 9 s, keepalive 3 s, connect retry 1 s) so
+/// tests converge in seconds.
 pub fn agent_config(node: &NodeSpec, mesh: &MeshSpec, registry: &Path, socket: &Path) -> String {
     let list = |v: &[Ipv4Net]| {
         v.iter()
@@ -153,11 +181,14 @@ pub fn agent_config(node: &NodeSpec, mesh: &MeshSpec, registry: &Path, socket: &
             .join(", ")
     };
     let mut s = String::new();
+    let kube = mesh.kubeconfig.is_some();
     let _ = writeln!(s, "[node]");
-    let _ = writeln!(s, "name = \"{}\"", node.name);
-    let _ = writeln!(s, "router_id = \"{}\"", node.address);
     let _ = writeln!(s, "asn = {}", mesh.asn);
-    let _ = writeln!(s, "pod_cidrs = [\"{}\"]", node.pod_cidr);
+    if !kube {
+        let _ = writeln!(s, "name = \"{}\"", node.name);
+        let _ = writeln!(s, "router_id = \"{}\"", node.address);
+        let _ = writeln!(s, "pod_cidrs = [\"{}\"]", node.pod_cidr);
+    }
     let _ = writeln!(s, "[cluster]");
     let _ = writeln!(s, "pod_cidrs = [{}]", list(&mesh.cluster_pod_cidrs));
     let _ = writeln!(s, "underlay_ranges = [{}]", list(&mesh.underlay_ranges));
@@ -165,7 +196,7 @@ pub fn agent_config(node: &NodeSpec, mesh: &MeshSpec, registry: &Path, socket: &
     let _ = writeln!(s, "listen = [\"{}\"]", node.address);
     let _ = writeln!(s, "hold_time = 9");
     let _ = writeln!(s, "connect_retry = 1");
-    for p in mesh.peers.iter().filter(|p| **p != node.address) {
+    for p in mesh.peers.iter().filter(|p| **p != node.address && !kube) {
         let _ = writeln!(s, "[[peer]]");
         let _ = writeln!(s, "address = \"{p}\"");
         let _ = writeln!(s, "asn = {}", mesh.asn);
@@ -185,6 +216,7 @@ pub struct MeshNode {
     pub spec: NodeSpec,
     bin: PathBuf,
     config: PathBuf,
+    kubeconfig: Option<PathBuf>,
     pub registry_dir: PathBuf,
     pub api_socket: PathBuf,
     pub pod: Netns,
@@ -231,6 +263,7 @@ impl MeshNode {
             spec,
             bin: bin.to_path_buf(),
             config,
+            kubeconfig: mesh.kubeconfig.clone(),
             registry_dir,
             api_socket,
             pod,
@@ -248,7 +281,15 @@ impl MeshNode {
         let log = self.ns.dir().join("agent.log");
         let cfg = self.config.to_string_lossy().into_owned();
         let bin = self.bin.to_string_lossy().into_owned();
-        self.agent = Some(self.ns.spawn(&bin, &["agent", "--config", &cfg], &log)?);
+        let mut args = vec!["agent", "--config", &cfg];
+        let kubeconfig = self
+            .kubeconfig
+            .as_ref()
+            .map(|k| k.to_string_lossy().into_owned());
+        if let Some(k) = &kubeconfig {
+            args.extend(["--kubeconfig", k, "--node-name", &self.spec.name]);
+        }
+        self.agent = Some(self.ns.spawn(&bin, &args, &log)?);
         Ok(())
     }
 
@@ -333,6 +374,7 @@ pub fn standard_mesh(n: u8) -> (Vec<NodeSpec>, MeshSpec) {
         cluster_pod_cidrs: vec![Ipv4Net::new(Ipv4Addr::new(10, 233, 64, 0), 18).unwrap_or_default()],
         underlay_ranges: vec![Ipv4Net::new(Ipv4Addr::new(192, 168, 50, 0), 24).unwrap_or_default()],
         peers: specs.iter().map(|s| s.address).collect(),
+        kubeconfig: None,
     };
     (specs, mesh)
 }

@@ -1,0 +1,283 @@
+//! Kubernetes mode: agents (the real binary) in network namespaces, watching a fake API server
+//! that speaks the real list/watch wire format (src/testbed/apiserver.rs) from inside the
+//! fabric. Nodes join, change annotations, leave and come back, pods come and go, and the API
+//! server dies and returns with its history compacted (410 Gone) - all without restarting an
+//! agent, and without losing routes while the API server is away.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+use std::time::Duration;
+
+use underroute::testbed::apiserver::{self, FakeApiServer};
+use underroute::testbed::fabric::{standard_mesh, wait_converged, Fabric, MeshNode, NodeSpec};
+use underroute::testbed::{require_root, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_underroute");
+const API: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 250), 6443);
+
+/// A fabric with the fake API server on it and `n` node namespaces (agents not started).
+struct KubeLab {
+    // Agents first: they must die before the API server and the namespaces go.
+    nodes: Vec<MeshNode>,
+    spares: Vec<NodeSpec>,
+    api: FakeApiServer,
+    fabric: Fabric,
+    mesh: underroute::testbed::fabric::MeshSpec,
+    tag: String,
+}
+
+impl KubeLab {
+    /// `n` nodes registered and started, `spare` more specs kept for nodes that join later.
+    fn new(tag: &str, n: usize, spare: usize) -> KubeLab {
+        let (specs, mut mesh) = standard_mesh((n + spare) as u8);
+        let fabric = Fabric::new(tag).expect("fabric");
+        let api = FakeApiServer::new();
+        let listener = fabric
+            .listen_tcp(API, 24)
+            .expect("API listener in the fabric");
+        let addr = api.serve(listener).expect("serve");
+        let kubeconfig = fabric.netns().dir().join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig, addr).expect("kubeconfig");
+        mesh.kubeconfig = Some(kubeconfig);
+        let mut lab = KubeLab {
+            nodes: Vec::new(),
+            spares: specs[n..].to_vec(),
+            api,
+            fabric,
+            mesh,
+            tag: tag.to_string(),
+        };
+        for s in &specs[..n] {
+            lab.join(s.clone(), &[]);
+        }
+        lab
+    }
+
+    /// Registers `spec` as a Node (with `annotations`) and starts its agent.
+    fn join(&mut self, spec: NodeSpec, annotations: &[(&str, &str)]) {
+        self.register(&spec, annotations);
+        let mut node = MeshNode::new(&self.fabric, &self.tag, spec, &self.mesh, Path::new(BIN))
+            .expect("node namespace");
+        node.start().expect("agent starts");
+        self.nodes.push(node);
+    }
+
+    fn register(&self, spec: &NodeSpec, annotations: &[(&str, &str)]) {
+        self.api
+            .apply(apiserver::node(
+                &spec.name,
+                &spec.address.to_string(),
+                &[&spec.pod_cidr.to_string()],
+                annotations,
+            ))
+            .expect("apply node");
+    }
+
+    fn node(&self, name: &str) -> &MeshNode {
+        self.nodes
+            .iter()
+            .find(|n| n.spec.name == name)
+            .expect("known node")
+    }
+
+    fn alive(&mut self) {
+        for n in &mut self.nodes {
+            n.check_alive().expect("agent alive");
+        }
+    }
+
+    /// Waits until every node in `on` has (or, with `present` false, lacks) `route` in its
+    /// kernel.
+    fn wait_route(&self, on: &[&str], route: &str, present: bool) {
+        let res = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            on.iter()
+                .all(|n| self.node(n).kernel_routes().contains(route) == present)
+                .then_some(())
+        });
+        if let Err(e) = res {
+            let tables: Vec<String> = on
+                .iter()
+                .map(|n| format!("{n}:\n{}", self.node(n).kernel_routes()))
+                .collect();
+            for n in &self.nodes {
+                n.ns.dump_logs();
+            }
+            panic!(
+                "{route:?} {} on {on:?}: {e}\n{}",
+                if present { "missing" } else { "still there" },
+                tables.join("\n")
+            );
+        }
+    }
+
+    fn wait_established(&self, name: &str, want: usize) {
+        let node = self.node(name);
+        wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            (node.established() == want).then_some(())
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{name}: not {want} sessions: {e}\n{}",
+                node.cli(&["neighbor"]).unwrap_or_default()
+            )
+        });
+    }
+
+    fn converge(&self) -> Duration {
+        let t = wait_converged(&self.nodes, Duration::from_secs(40)).unwrap_or_else(|e| {
+            for n in &self.nodes {
+                n.ns.dump_logs();
+            }
+            panic!("{e}")
+        });
+        eprintln!("{} nodes converged in {t:?}", self.nodes.len());
+        t
+    }
+}
+
+#[test]
+fn kube_mode_follows_nodes_annotations_and_pods_live() {
+    if !require_root("kube_mode_follows_nodes_annotations_and_pods_live") {
+        return;
+    }
+    let mut lab = KubeLab::new("k1", 3, 1);
+    lab.converge();
+
+    // A node added to the cluster: every agent peers with it, no restart.
+    let spare = lab.spares.remove(0);
+    lab.join(spare, &[]);
+    lab.converge();
+    for n in ["node1", "node2", "node3", "node4"] {
+        lab.wait_established(n, 3);
+    }
+
+    // Node updates: node1 becomes a route reflector, node2 and node3 its clients. The clients
+    // drop every session but the one to node1, and routes still reach everyone (reflected,
+    // next hop unchanged).
+    let rr = [("underroute.io/route-reflector", "true")];
+    let client = [("underroute.io/route-reflector-client", "true")];
+    lab.register(&lab.node("node1").spec.clone(), &rr);
+    lab.register(&lab.node("node2").spec.clone(), &client);
+    lab.register(&lab.node("node3").spec.clone(), &client);
+    lab.wait_established("node2", 1);
+    lab.wait_established("node3", 1);
+    lab.wait_established("node4", 1);
+    lab.wait_established("node1", 3);
+    lab.converge();
+
+    // Node removal: node4 leaves the cluster; its pod CIDR goes from every kernel.
+    let node4_cidr = format!("{} via 192.168.50.53", lab.node("node4").spec.pod_cidr);
+    lab.api.delete("Node", None, "node4").expect("delete node4");
+    lab.wait_route(&["node1", "node2", "node3"], &node4_cidr, false);
+    lab.wait_established("node1", 2);
+    // ... and re-added: restored without restarting anything.
+    lab.register(&lab.node("node4").spec.clone(), &[]);
+    lab.wait_route(&["node1", "node2", "node3"], &node4_cidr, true);
+    lab.converge();
+
+    // Pods on node2: an underlay pod's /32 reaches every other kernel; a host-network pod (the
+    // node's own address) and a pod-CIDR pod add nothing; deleting the pod withdraws it.
+    lab.api
+        .apply(apiserver::pod(
+            "default",
+            "macvlan-web",
+            "node2",
+            &["192.168.50.120"],
+            false,
+        ))
+        .expect("apply pod");
+    lab.api
+        .apply(apiserver::pod(
+            "kube-system",
+            "host-agent",
+            "node2",
+            &["192.168.50.51"],
+            true,
+        ))
+        .expect("apply pod");
+    lab.api
+        .apply(apiserver::pod(
+            "default",
+            "plain",
+            "node2",
+            &["10.233.66.7"],
+            false,
+        ))
+        .expect("apply pod");
+    lab.wait_route(
+        &["node1", "node3", "node4"],
+        "192.168.50.120 via 192.168.50.51",
+        true,
+    );
+    for n in ["node1", "node3", "node4"] {
+        let routes = lab.node(n).kernel_routes();
+        assert!(!routes.contains("192.168.50.51 via"), "{n}: {routes}");
+        assert!(!routes.contains("10.233.66.7"), "{n}: {routes}");
+    }
+    lab.api
+        .delete("Pod", Some("default"), "macvlan-web")
+        .expect("delete pod");
+    lab.wait_route(&["node1", "node3", "node4"], "192.168.50.120", false);
+    lab.alive();
+}
+
+#[test]
+fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
+    if !require_root("api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up") {
+        return;
+    }
+    let mut lab = KubeLab::new("k2", 3, 0);
+    lab.converge();
+    let lists_before = node_lists(&lab.api);
+
+    // The API server dies: nothing is withdrawn, sessions stay up.
+    lab.api.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    lab.alive();
+    lab.converge();
+    for n in ["node1", "node2", "node3"] {
+        lab.wait_established(n, 2);
+    }
+
+    // While it is down the cluster changes; it comes back with its watch history compacted, so
+    // every agent's watch from its old resourceVersion is answered 410 Gone and re-lists.
+    let node3_cidr = format!("{} via 192.168.50.52", lab.node("node3").spec.pod_cidr);
+    lab.api.delete("Node", None, "node3").expect("delete node3");
+    lab.api
+        .apply(apiserver::pod(
+            "default",
+            "dhcp-db",
+            "node1",
+            &["192.168.50.130"],
+            false,
+        ))
+        .expect("apply pod");
+    lab.api.compact();
+    let listener = lab.fabric.listen_tcp(API, 24).expect("API listener again");
+    let addr = lab.api.serve(listener).expect("serve again");
+    assert_eq!(addr, SocketAddr::V4(API));
+
+    lab.wait_route(&["node1", "node2"], &node3_cidr, false);
+    lab.wait_route(&["node2"], "192.168.50.130 via 192.168.50.50", true);
+    let gone = lab
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/nodes") && r.contains("watch=true"))
+        .count();
+    assert!(gone > 0, "the agents watched again");
+    assert!(
+        node_lists(&lab.api) >= lists_before + 2,
+        "node1 and node2 re-listed Nodes after 410 Gone: {:?}",
+        lab.api.requests()
+    );
+    lab.alive();
+}
+
+/// How many Node lists (not watches) the server has answered.
+fn node_lists(api: &FakeApiServer) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/nodes") && !r.contains("watch="))
+        .count()
+}
