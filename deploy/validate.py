@@ -4,7 +4,7 @@ kubernetes-validate package ships (strict: unknown fields are errors), and check
 project promises: least-privilege RBAC, no privileged container, probes on the metrics port.
 
   validate.py [--out DIR]   validate deploy/; with --out, write the ConfigMap's agent config
-                            (rendered for a sample node) and conflist to DIR for further checks
+                            and conflist to DIR for further checks
   validate.py --files F...  only the schema validation, for the given files
 
 Run by tests/deploy_manifests.rs. Exits non-zero with one line per problem.
@@ -21,7 +21,6 @@ import yaml
 # schema the package ships.
 VERSIONS = ["1.29.0", kubernetes_validate.utils.latest_version()]
 HERE = os.path.dirname(os.path.abspath(__file__))
-SAMPLE_NODE = {"@NODE_NAME@": "node-a", "@NODE_IP@": "192.0.2.10"}
 
 problems = []
 
@@ -113,8 +112,11 @@ def check_daemonset(ds, config_text):
     install = [c for c in spec.get("initContainers", []) if c.get("command", [])[:2] == ["underroute-cni", "install"]]
     if len(install) != 1:
         problem("DaemonSet: one init container must run `underroute-cni install`")
-    if agent.get("command", [])[:4] != ["underroute", "agent", "--config", "/etc/underroute/underroute.toml"]:
-        problem("agent: must run `underroute agent --config /etc/underroute/underroute.toml`")
+    if agent.get("command", [])[:5] != ["underroute", "agent", "--kube", "--config", "/etc/underroute/underroute.toml"]:
+        problem("agent: must run `underroute agent --kube --config /etc/underroute/underroute.toml`")
+    node_name = next((e for e in agent.get("env", []) if e.get("name") == "NODE_NAME"), {})
+    if node_name.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
+        problem("agent: NODE_NAME must come from the downward API (spec.nodeName)")
 
 
 def main(argv):
@@ -148,10 +150,6 @@ def main(argv):
         return finish()
     data = cms[0].get("data", {})
     config = data.get("underroute.toml", "")
-    for k, v in SAMPLE_NODE.items():
-        if k not in config:
-            problem("ConfigMap: underroute.toml lacks the %s placeholder" % k)
-        config = config.replace(k, v)
     check_daemonset(dss[0], config)
     conflists = {k: v for k, v in data.items() if k.endswith(".conflist")}
     if len(conflists) != 1:
