@@ -218,6 +218,43 @@ fn kube_mode_follows_nodes_annotations_and_pods_live() {
         .delete("Pod", Some("default"), "macvlan-web")
         .expect("delete pod");
     lab.wait_route(&["node1", "node3", "node4"], "192.168.50.120", false);
+
+    // A per-node AS and annotation peers, live: node4 moves to AS 64513 and so leaves the mesh
+    // (its sessions close, its pod CIDR goes everywhere). Then node1 and node4 name each other
+    // in underroute.io/peers: an eBGP session brings node4's pod CIDR back, to node1 directly
+    // and to the others through node1 (next-hop-self for an eBGP-learned route).
+    let node4 = lab.node("node4").spec.clone();
+    lab.register(
+        &node4,
+        &[
+            ("underroute.io/asn", "64513"),
+            (
+                "underroute.io/peers",
+                r#"[{"address": "192.168.50.50", "asn": 64512, "import": ["10.233.64.0/18 le 24"]}]"#,
+            ),
+        ],
+    );
+    lab.wait_route(
+        &["node1", "node2", "node3"],
+        &node4.pod_cidr.to_string(),
+        false,
+    );
+    lab.wait_established("node4", 0);
+    lab.register(
+        &lab.node("node1").spec.clone(),
+        &[
+            rr[0],
+            (
+                "underroute.io/peers",
+                r#"[{"address": "192.168.50.53", "asn": 64513, "import": ["10.233.64.0/18 le 24"]}]"#,
+            ),
+        ],
+    );
+    lab.wait_route(&["node1"], &node4_cidr, true);
+    let via_node1 = format!("{} via 192.168.50.50", node4.pod_cidr);
+    lab.wait_route(&["node2", "node3"], &via_node1, true);
+    lab.wait_route(&["node4"], "10.233.66.0/24 via 192.168.50.50", true);
+    lab.wait_established("node4", 1);
     lab.alive();
 }
 

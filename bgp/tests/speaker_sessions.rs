@@ -100,6 +100,16 @@ impl Scripted {
         .expect("peer answered within 5 s")
     }
 
+    /// The next NOTIFICATION, skipping other messages; None if the connection ends first.
+    async fn notification(&mut self) -> Option<NotificationError> {
+        while let Some(m) = self.recv().await {
+            if let Message::Notification(n) = m {
+                return Some(n);
+            }
+        }
+        None
+    }
+
     /// OPEN, then KEEPALIVE: returns our speaker's OPEN.
     async fn establish(&mut self, id: Ipv4Addr) -> Open {
         self.establish_with(id, Vec::new()).await
@@ -171,14 +181,10 @@ async fn malformed_update_closes_only_its_own_session_with_invalid_network_field
     bad.push(2);
     bad.extend_from_slice(&body);
     pb.send_raw(&bad).await;
-    let mut got = None;
-    while let Some(m) = pb.recv().await {
-        if let Message::Notification(n) = m {
-            got = Some(n);
-            break;
-        }
-    }
-    let n: NotificationError = got.expect("a NOTIFICATION before the close");
+    let n = pb
+        .notification()
+        .await
+        .expect("a NOTIFICATION before the close");
     assert_eq!((n.code, n.subcode), (3, 10), "Invalid Network Field: {n}");
     assert_eq!(
         pb.recv().await,
@@ -294,14 +300,7 @@ async fn removing_a_peer_sends_cease_deconfigured_and_withdraws_its_routes_from_
 
     // Deconfigure A: RFC 4486 Cease / Peer De-configured to A, and A's routes withdrawn from B.
     s.remove_peer(IpAddr::V4(a)).await.expect("remove peer");
-    let mut cease = None;
-    while let Some(m) = pa.recv().await {
-        if let Message::Notification(n) = m {
-            cease = Some(n);
-            break;
-        }
-    }
-    let n = cease.expect("Cease before the close");
+    let n = pa.notification().await.expect("Cease before the close");
     assert_eq!((n.code, n.subcode), (6, 3), "{n}");
     let withdrawn = wait_for_update(&mut pb, |r| r.withdrawn.contains(&prefix)).await;
     assert!(withdrawn, "B got the withdrawal");
@@ -472,14 +471,7 @@ async fn a_new_local_as_closes_every_session_with_cease_other_configuration_chan
     wait_state(&s, a, State::Established).await;
 
     s.set_local_asn(Asn(64999)).await.expect("speaker runs");
-    let mut cease = None;
-    while let Some(m) = pa.recv().await {
-        if let Message::Notification(n) = m {
-            cease = Some(n);
-            break;
-        }
-    }
-    let n = cease.expect("Cease before the close");
+    let n = pa.notification().await.expect("Cease before the close");
     assert_eq!((n.code, n.subcode), (6, 6), "{n}");
     assert!(
         s.peers().await.expect("peers").is_empty(),
