@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use underroute_bgp::fsm::State;
 use underroute_bgp::speaker::{PeerSnapshot, Speaker};
 
+use crate::cluster::kube::{WatchCounts, WatchStatus};
 use crate::kernel::{Handle, Snapshot};
 
 /// How long a probe or scrape waits for the speaker or the kernel programmer: an actor that
@@ -122,6 +123,8 @@ pub struct Sources {
     pub kernel: Handle,
     /// Readiness and the install loop's heartbeat.
     pub health: Health,
+    /// The Kubernetes watchers (Kubernetes mode only).
+    pub cluster: Option<WatchStatus>,
 }
 
 /// Bind `addr` and serve the endpoints in the background.
@@ -243,6 +246,7 @@ async fn gather(sources: &Sources) -> Result<String, String> {
         &kernel,
         sources.health.is_ready(),
         sources.health.install_lag(),
+        sources.cluster.as_ref().map(WatchStatus::counts),
     )
 }
 
@@ -291,6 +295,7 @@ fn render(
     kernel: &Snapshot,
     ready: bool,
     install_lag: Duration,
+    cluster: Option<WatchCounts>,
 ) -> Result<String, String> {
     let mut registry = Registry::with_prefix("underroute");
 
@@ -476,6 +481,37 @@ fn render(
         "1 once the initial convergence is done (what /readyz reports)",
         i64::from(ready),
     );
+    if let Some(c) = cluster {
+        let up = Family::<Labels, Gauge>::default();
+        for (resource, v) in [("nodes", c.nodes_up), ("pods", c.pods_up)] {
+            up.get_or_create(&vec![("resource".to_string(), resource.to_string())])
+                .set(i64::from(v));
+        }
+        registry.register(
+            "kubernetes_watch_up",
+            "1 while the watch is connected; 0 from a failure until it is back (routing keeps the last state)",
+            up,
+        );
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauge(
+            &mut registry,
+            "kubernetes_nodes",
+            "Nodes the agent knows",
+            n(c.nodes),
+        );
+        gauge(
+            &mut registry,
+            "kubernetes_pods",
+            "Pods on this node the agent knows",
+            n(c.pods),
+        );
+        gauge(
+            &mut registry,
+            "kubernetes_annotation_errors",
+            "Node annotations refused (their previous values stay in force)",
+            n(c.annotation_errors),
+        );
+    }
 
     let mut out = String::new();
     encode(&mut out, &registry).map_err(|e| format!("encoding the metrics: {e}"))?;
@@ -488,7 +524,8 @@ mod tests {
 
     #[test]
     fn an_empty_agent_renders_every_node_wide_family() {
-        let text = render(&[], 0, &Snapshot::default(), false, Duration::ZERO).expect("renders");
+        let text =
+            render(&[], 0, &Snapshot::default(), false, Duration::ZERO, None).expect("renders");
         for name in [
             "underroute_bgp_loc_rib_prefixes 0",
             "underroute_kernel_routes_owned 0",
@@ -501,5 +538,38 @@ mod tests {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "OpenMetrics terminator");
+        assert!(
+            !text.contains("kubernetes"),
+            "standalone: no watcher metrics"
+        );
+    }
+
+    #[test]
+    fn kubernetes_mode_adds_the_watchers_state() {
+        let counts = WatchCounts {
+            nodes: 5,
+            pods: 2,
+            nodes_up: true,
+            pods_up: false,
+            annotation_errors: 1,
+        };
+        let text = render(
+            &[],
+            0,
+            &Snapshot::default(),
+            true,
+            Duration::ZERO,
+            Some(counts),
+        )
+        .expect("renders");
+        for line in [
+            "underroute_kubernetes_watch_up{resource=\"nodes\"} 1",
+            "underroute_kubernetes_watch_up{resource=\"pods\"} 0",
+            "underroute_kubernetes_nodes 5",
+            "underroute_kubernetes_pods 2",
+            "underroute_kubernetes_annotation_errors 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

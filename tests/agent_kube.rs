@@ -123,6 +123,20 @@ impl KubeLab {
         });
     }
 
+    /// Waits until `name`'s /metrics has a line equal to `line`.
+    fn wait_metric(&self, name: &str, line: &str) {
+        let node = self.node(name);
+        let scrape = || {
+            node.ns
+                .exec_stdout(&["curl", "-sf", "http://127.0.0.1:9479/metrics"])
+                .unwrap_or_default()
+        };
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            scrape().lines().any(|l| l == line).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: no {line:?} in /metrics: {e}\n{}", scrape()));
+    }
+
     fn converge(&self) -> Duration {
         let t = wait_converged(&self.nodes, Duration::from_secs(40)).unwrap_or_else(|e| {
             for n in &self.nodes {
@@ -267,9 +281,19 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
     lab.converge();
     let lists_before = node_lists(&lab.api);
 
-    // The API server dies: nothing is withdrawn, sessions stay up.
+    lab.wait_metric("node1", "underroute_kubernetes_nodes 3");
+    lab.wait_metric(
+        "node1",
+        "underroute_kubernetes_watch_up{resource=\"nodes\"} 1",
+    );
+
+    // The API server dies: nothing is withdrawn, sessions stay up, the metrics say so.
     lab.api.stop();
-    std::thread::sleep(Duration::from_secs(3));
+    lab.wait_metric(
+        "node1",
+        "underroute_kubernetes_watch_up{resource=\"nodes\"} 0",
+    );
+    std::thread::sleep(Duration::from_secs(2));
     lab.alive();
     lab.converge();
     for n in ["node1", "node2", "node3"] {
@@ -296,6 +320,12 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
 
     lab.wait_route(&["node1", "node2"], &node3_cidr, false);
     lab.wait_route(&["node2"], "192.168.50.130 via 192.168.50.50", true);
+    lab.wait_metric(
+        "node1",
+        "underroute_kubernetes_watch_up{resource=\"nodes\"} 1",
+    );
+    lab.wait_metric("node1", "underroute_kubernetes_nodes 2");
+    lab.wait_metric("node1", "underroute_kubernetes_pods 1");
     let gone = lab
         .api
         .requests()

@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use tokio::sync::watch;
 use underroute_bgp::speaker::{Shutdown, Speaker};
 
-use crate::cluster::kube::Snapshot;
+use crate::cluster::kube::{Snapshot, WatchStatus};
 use crate::cluster::{self, ClusterState, NodeInfo};
 use crate::config::{Config, SigtermAction};
 
@@ -61,7 +61,7 @@ pub async fn run_kube(mut config: Config, opts: KubeOptions) -> Result<()> {
         bail!("Kubernetes mode needs this node's name: --node-name, NODE_NAME, or node.name in the file");
     }
     let client = cluster::kube::client(opts.kubeconfig.as_deref()).await?;
-    let mut snapshots = cluster::kube::watch(client, config.node.name.clone());
+    let (mut snapshots, status) = cluster::kube::watch(client, config.node.name.clone());
     let first = loop {
         if let Some(s) = snapshots.borrow_and_update().clone() {
             break s;
@@ -90,13 +90,13 @@ pub async fn run_kube(mut config: Config, opts: KubeOptions) -> Result<()> {
     config.validate(&opts.file)?;
     tracing::info!(node = %config.node.name, router_id = %config.node.router_id, nodes = first.cluster.nodes.len(), pods = first.cluster.pods.len(), "Kubernetes: our Node and the cluster are known");
     let desired = cluster::desired(&config, &first.me, &first.cluster);
-    run_with(config, desired, Some(snapshots)).await
+    run_with(config, desired, Some((snapshots, status))).await
 }
 
 async fn run_with(
     mut config: Config,
     desired: cluster::Desired,
-    snapshots: Option<watch::Receiver<Option<Snapshot>>>,
+    cluster: Option<(watch::Receiver<Option<Snapshot>>, WatchStatus)>,
 ) -> Result<()> {
     // Changes are judged against the file as written: `node.asn` is the default AS of every
     // node without an annotation, even when ours has one.
@@ -142,7 +142,8 @@ async fn run_with(
         config.cluster.pod_cidrs.clone(),
         pod_hosts,
     ));
-    if let Some(snapshots) = snapshots {
+    let watch_status = cluster.as_ref().map(|(_, status)| status.clone());
+    if let Some((snapshots, _)) = cluster {
         tokio::spawn(follow_cluster(
             speaker.clone(),
             file_config,
@@ -172,6 +173,7 @@ async fn run_with(
             speaker: speaker.clone(),
             kernel: kernel.clone(),
             health: health.clone(),
+            cluster: watch_status,
         },
     )
     .await

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,50 @@ pub struct Snapshot {
     pub cluster: ClusterState,
 }
 
+/// How the watchers are doing, for the metrics: shared with the tasks that update it.
+#[derive(Debug, Clone, Default)]
+pub struct WatchStatus {
+    inner: Arc<StatusInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatusInner {
+    nodes: AtomicU64,
+    pods: AtomicU64,
+    nodes_up: AtomicBool,
+    pods_up: AtomicBool,
+    annotation_errors: AtomicU64,
+}
+
+/// One reading of [`WatchStatus`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchCounts {
+    /// Nodes in the last snapshot.
+    pub nodes: u64,
+    /// This node's pods in the last snapshot.
+    pub pods: u64,
+    /// The Node watch is connected (false from a failure until the next event).
+    pub nodes_up: bool,
+    /// The Pod watch is connected.
+    pub pods_up: bool,
+    /// Node annotations currently refused (their previous values in force).
+    pub annotation_errors: u64,
+}
+
+impl WatchStatus {
+    /// The current values.
+    pub fn counts(&self) -> WatchCounts {
+        let i = &self.inner;
+        WatchCounts {
+            nodes: i.nodes.load(Ordering::Relaxed),
+            pods: i.pods.load(Ordering::Relaxed),
+            nodes_up: i.nodes_up.load(Ordering::Relaxed),
+            pods_up: i.pods_up.load(Ordering::Relaxed),
+            annotation_errors: i.annotation_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A client from `kubeconfig`, or from the environment (in-cluster service account, or
 /// `KUBECONFIG`) when there is none.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
@@ -77,7 +122,11 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
 
 /// Starts watching Nodes and this node's Pods. The receiver's first value arrives once both
 /// lists are in and the Node `node_name` has been seen; `None` until then.
-pub fn watch(client: Client, node_name: String) -> watch::Receiver<Option<Snapshot>> {
+pub fn watch(
+    client: Client,
+    node_name: String,
+) -> (watch::Receiver<Option<Snapshot>>, WatchStatus) {
+    let status = WatchStatus::default();
     let (nodes, nodes_writer) = reflector::store();
     let (pods, pods_writer) = reflector::store();
     let changed = Arc::new(Notify::new());
@@ -94,11 +143,32 @@ pub fn watch(client: Client, node_name: String) -> watch::Receiver<Option<Snapsh
         ),
     )
     .default_backoff();
-    tokio::spawn(drive("nodes", node_stream, changed.clone()));
-    tokio::spawn(drive("pods", pod_stream, changed.clone()));
+    let up = |s: &WatchStatus, nodes: bool| {
+        let inner = s.inner.clone();
+        move |v: bool| {
+            let flag = if nodes {
+                &inner.nodes_up
+            } else {
+                &inner.pods_up
+            };
+            flag.store(v, Ordering::Relaxed);
+        }
+    };
+    tokio::spawn(drive(
+        "nodes",
+        node_stream,
+        changed.clone(),
+        up(&status, true),
+    ));
+    tokio::spawn(drive(
+        "pods",
+        pod_stream,
+        changed.clone(),
+        up(&status, false),
+    ));
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(combine(node_name, nodes, pods, changed, tx));
-    rx
+    tokio::spawn(combine(node_name, nodes, pods, changed, tx, status.clone()));
+    (rx, status)
 }
 
 /// Runs one reflector stream, waking the combiner when its store changed.
@@ -106,10 +176,12 @@ async fn drive<K: std::fmt::Debug>(
     resource: &'static str,
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     changed: Arc<Notify>,
+    set_up: impl Fn(bool),
 ) {
     futures::pin_mut!(stream);
     let mut failing = false;
     while let Some(item) = stream.next().await {
+        set_up(item.is_ok());
         match item {
             // A re-list lands in the store in one piece at InitDone; the pieces before it change
             // nothing the combiner could see.
@@ -141,6 +213,7 @@ async fn combine(
     pods: Store<Pod>,
     changed: Arc<Notify>,
     tx: watch::Sender<Option<Snapshot>>,
+    status: WatchStatus,
 ) {
     let ready = async {
         let _ = nodes.wait_until_ready().await;
@@ -177,6 +250,15 @@ async fn combine(
         }
         known = state.nodes.clone();
         reported.retain(|name, _| known.contains_key(name));
+        let refused: usize = reported.values().map(Vec::len).sum();
+        status
+            .inner
+            .annotation_errors
+            .store(refused as u64, Ordering::Relaxed);
+        status
+            .inner
+            .nodes
+            .store(state.nodes.len() as u64, Ordering::Relaxed);
         for pod in pods.state() {
             let key = format!(
                 "{}/{}",
@@ -185,6 +267,10 @@ async fn combine(
             );
             state.pods.insert(key, pod_info(&pod));
         }
+        status
+            .inner
+            .pods
+            .store(state.pods.len() as u64, Ordering::Relaxed);
         match state.nodes.get(&node_name) {
             Some(info) => me = Some(info.clone()),
             None if me.is_some() => {
@@ -282,5 +368,93 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
             status.and_then(|s| s.phase.as_deref()),
             Some("Succeeded") | Some("Failed")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A public self-signed CA certificate (no key is kept): enough for the client to build its
+    /// TLS configuration, which is where a missing rustls crypto provider would panic.
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBkjCCATegAwIBAgIURNa7NDXqVo8RQPCxXb9ng128deAwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSdW5kZXJyb3V0ZS10ZXN0LWNhMCAXDTI2MTEyMTEzMTYzMVoY
+DzIxMjYxMDI4MTMxNjMxWjAdMRswGQYDVQQDDBJ1bmRlcnJvdXRlLXRlc3QtY2Ew
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASxGu9GjWlJ8uxFgXQDZxXMUHTPdVMe
+K9AJc7az9d7FhJNQvynd+y3TZ6tNfuhg0ppQyGPi1XgazTHyQV8TjCiYo1MwUTAd
+BgNVHQ4EFgQUA3aFhQQssrYddWdL9vHE5W3wzB0wHwYDVR0jBBgwFoAUA3aFhQQs
+srYddWdL9vHE5W3wzB0wDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBG
+AiEA7YCgPjhwAWCJg6DA7lXuvzpyV0cvZOA4gFIf0Rr/OI8CIQD+RgEEebR3y4iq
+UpcP5XSdvGWd1cL/MQComz/jfeKBUw==
+-----END CERTIFICATE-----
+";
+
+    #[tokio::test]
+    async fn an_https_kubeconfig_with_a_ca_builds_a_tls_client() {
+        // What the in-cluster configuration amounts to: https, a CA, a bearer token. Nothing is
+        // dialled; building the client is the part that needs the TLS stack.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, CA).expect("write CA");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let text = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": "https://192.0.2.1:6443", "certificate-authority": ca}}],
+            "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+        });
+        std::fs::write(&kubeconfig, text.to_string()).expect("write kubeconfig");
+        client(Some(&kubeconfig)).await.expect("TLS client");
+
+        let missing = dir.path().join("nope");
+        let Err(err) = client(Some(&missing)).await else {
+            panic!("a missing kubeconfig must be an error")
+        };
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn node_and_pod_objects_become_routing_views() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "annotations": {"underroute.io/asn": "64600"}},
+            "spec": {"podCIDR": "10.233.64.0/24"},
+            "status": {"addresses": [
+                {"type": "Hostname", "address": "n1"},
+                {"type": "InternalIP", "address": "192.168.50.50"},
+                {"type": "InternalIP", "address": "fd00::50"},
+                {"type": "ExternalIP", "address": "203.0.113.5"}
+            ]}
+        }))
+        .expect("a Node");
+        let (info, errors) = node_info(&node, None);
+        assert!(errors.is_empty());
+        assert_eq!(
+            info.addresses,
+            vec![
+                "192.168.50.50".parse::<IpAddr>().expect("ip"),
+                "fd00::50".parse().expect("ip")
+            ]
+        );
+        assert_eq!(
+            info.pod_cidrs,
+            vec!["10.233.64.0/24".parse::<IpNet>().expect("net")]
+        );
+        assert_eq!(info.settings.asn, Some(64600));
+
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "d"},
+            "spec": {"containers": [], "nodeName": "n1"},
+            "status": {"phase": "Failed", "podIP": "192.168.50.80"}
+        }))
+        .expect("a Pod");
+        let info = pod_info(&pod);
+        assert_eq!(
+            info.ips,
+            vec!["192.168.50.80".parse::<IpAddr>().expect("ip")]
+        );
+        assert!(info.terminated && !info.host_network);
     }
 }
