@@ -6,11 +6,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use underroute_bgp::policy::{ImportPolicy, PrefixRule};
+use underroute_bgp::policy::{ImportPolicy, PrefixFilter, PrefixRule};
 use underroute_bgp::speaker::{GracefulRestartConfig, PeerConfig, SpeakerConfig};
 use underroute_bgp::{Asn, Family, RouterId};
 
@@ -511,12 +512,17 @@ impl Config {
         pc
     }
 
-    /// Another node of the cluster mesh (Kubernetes mode): iBGP with `[bgp]` defaults, and the
-    /// mesh import rules.
-    pub fn mesh_peer(&self, address: IpAddr, nodes: &[IpAddr], rr_client: bool) -> PeerConfig {
+    /// Another node of the cluster mesh (Kubernetes mode): iBGP with `[bgp]` defaults and the
+    /// mesh import filter (`mesh_filter`, shared by every mesh peer).
+    pub fn mesh_peer(
+        &self,
+        address: IpAddr,
+        mesh: &Arc<PrefixFilter>,
+        rr_client: bool,
+    ) -> PeerConfig {
         let mut pc = self.session_defaults(address, self.node.asn);
         pc.route_reflector_client = rr_client;
-        pc.import = ImportPolicy::Prefixes(self.mesh_rules(nodes));
+        pc.import = ImportPolicy::Filter(mesh.clone());
         pc
     }
 
@@ -531,19 +537,28 @@ impl Config {
     /// What a peer may announce to us. A peer in our own AS is a mesh member unless it has an
     /// explicit import list: it may announce pod-network prefixes only.
     fn import_policy(&self, p: &PeerEntry, nodes: &[IpAddr]) -> ImportPolicy {
-        let mut rules: Vec<PrefixRule> =
-            p.import.iter().filter_map(|r| parse_rule(r).ok()).collect();
-        if p.import.is_empty() && p.asn == self.node.asn {
-            rules.extend(self.mesh_rules(nodes));
-        }
-        if p.accept_default_route {
-            rules.push(PrefixRule::exact("0.0.0.0/0".parse().expect("literal")));
-            rules.push(PrefixRule::exact("::/0".parse().expect("literal")));
-        }
-        if rules.is_empty() {
-            ImportPolicy::Deny
+        let mut filter = if p.import.is_empty() && p.asn == self.node.asn {
+            self.mesh_filter(nodes)
         } else {
-            ImportPolicy::Prefixes(rules)
+            PrefixFilter::default()
+        };
+        filter
+            .allow
+            .extend(p.import.iter().filter_map(|r| parse_rule(r).ok()));
+        if p.accept_default_route {
+            filter
+                .allow
+                .push(PrefixRule::exact("0.0.0.0/0".parse().expect("literal")));
+            filter
+                .allow
+                .push(PrefixRule::exact("::/0".parse().expect("literal")));
+        }
+        if filter.allow.is_empty() {
+            ImportPolicy::Deny
+        } else if filter.except.is_empty() {
+            ImportPolicy::Prefixes(filter.allow)
+        } else {
+            ImportPolicy::Filter(Arc::new(filter))
         }
     }
 
@@ -552,22 +567,23 @@ impl Config {
     /// steer the node's own traffic: nodes usually sit in the underlay range, and a /32 for one
     /// of them would pull the BGP sessions and kubelet traffic to that node through the
     /// announcer.
-    pub fn mesh_rules(&self, nodes: &[IpAddr]) -> Vec<PrefixRule> {
-        let mut rules: Vec<PrefixRule> = self
+    pub fn mesh_filter(&self, nodes: &[IpAddr]) -> PrefixFilter {
+        let mut allow: Vec<PrefixRule> = self
             .cluster
             .pod_cidrs
             .iter()
             .map(|c| PrefixRule::or_longer(*c))
             .collect();
         for r in &self.cluster.underlay_ranges {
-            let host = if r.addr().is_ipv4() { 32 } else { 128 };
-            for block in exclude_hosts(*r, nodes) {
-                if let Ok(rule) = PrefixRule::new(block, Some(host), Some(host)) {
-                    rules.push(rule);
-                }
+            let host = r.max_prefix_len();
+            if let Ok(rule) = PrefixRule::new(*r, Some(host), Some(host)) {
+                allow.push(rule);
             }
         }
-        rules
+        PrefixFilter {
+            allow,
+            except: nodes.iter().map(|a| IpNet::from(*a)).collect(),
+        }
     }
 
     /// The node addresses this config knows: the router id, the listen addresses and every
@@ -611,22 +627,6 @@ impl PeerEntry {
             parse_rule(rule).map_err(|reason| (format!("import[{j}]"), reason))?;
         }
         Ok(())
-    }
-}
-
-/// `net` minus the host addresses `hosts`, as the fewest prefixes: halves that hold none of
-/// them are kept whole, so a /24 minus a few nodes is a few dozen prefixes at most.
-pub fn exclude_hosts(net: IpNet, hosts: &[IpAddr]) -> Vec<IpNet> {
-    let inside: Vec<IpAddr> = hosts.iter().copied().filter(|h| net.contains(h)).collect();
-    if inside.is_empty() {
-        return vec![net];
-    }
-    if net.prefix_len() == net.max_prefix_len() {
-        return Vec::new();
-    }
-    match net.subnets(net.prefix_len() + 1) {
-        Ok(halves) => halves.flat_map(|h| exclude_hosts(h, &inside)).collect(),
-        Err(_) => vec![net],
     }
 }
 
@@ -674,17 +674,13 @@ mod tests {
             "test",
         )
         .expect("valid");
-        let policy = ImportPolicy::Prefixes(cfg.mesh_rules(&cfg.node_addresses()));
+        let policy = ImportPolicy::Filter(Arc::new(cfg.mesh_filter(&cfg.node_addresses())));
         let net = |s: &str| s.parse::<IpNet>().expect("literal");
         assert!(policy.accepts(&net("192.168.50.100/32")));
         assert!(policy.accepts(&net("192.168.50.255/32")));
         assert!(!policy.accepts(&net("192.168.50.50/32")), "own address");
         assert!(!policy.accepts(&net("192.168.50.51/32")), "a peer node");
         assert!(!policy.accepts(&net("192.168.50.0/24")));
-        assert_eq!(
-            exclude_hosts(net("10.0.0.0/30"), &["10.0.0.1".parse().expect("ip")]).len(),
-            2
-        );
     }
 
     const ISSUE_EXAMPLE: &str = r#"

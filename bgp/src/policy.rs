@@ -3,6 +3,9 @@
 //! Owns the prefix-matching rules only. It is pure data plus a predicate: it never touches the
 //! RIB, never rewrites attributes and never logs; the RIB asks it one question per prefix.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use thiserror::Error;
 
@@ -16,6 +19,19 @@ pub enum ImportPolicy {
     Deny,
     /// A prefix is accepted iff at least one rule matches it (an allow-list).
     Prefixes(Vec<PrefixRule>),
+    /// An allow-list with exceptions. Shared, because one list serves many peers: a cluster
+    /// mesh gives every node the same one, with every node's host route among the exceptions.
+    Filter(Arc<PrefixFilter>),
+}
+
+/// `allow` minus the exact prefixes in `except`: a host route for a node address inside an
+/// allowed range is refused in one lookup, however many nodes there are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrefixFilter {
+    /// A prefix must match one of these...
+    pub allow: Vec<PrefixRule>,
+    /// ...and must not be one of these.
+    pub except: HashSet<IpNet>,
 }
 
 impl ImportPolicy {
@@ -25,6 +41,9 @@ impl ImportPolicy {
             ImportPolicy::AcceptAll => true,
             ImportPolicy::Deny => false,
             ImportPolicy::Prefixes(rules) => rules.iter().any(|r| r.matches(prefix)),
+            ImportPolicy::Filter(f) => {
+                !f.except.contains(prefix) && f.allow.iter().any(|r| r.matches(prefix))
+            }
         }
     }
 }
@@ -181,5 +200,16 @@ mod tests {
         assert!(list.accepts(&p));
         assert!(!list.accepts(&net("172.16.0.0/12")));
         assert!(!ImportPolicy::Prefixes(vec![]).accepts(&p));
+    }
+
+    #[test]
+    fn a_filter_refuses_its_exceptions_inside_allowed_ranges() {
+        let f = ImportPolicy::Filter(Arc::new(PrefixFilter {
+            allow: vec![PrefixRule::new(net("192.168.50.0/24"), Some(32), None).unwrap()],
+            except: [net("192.168.50.51/32")].into(),
+        }));
+        assert!(f.accepts(&net("192.168.50.77/32")));
+        assert!(!f.accepts(&net("192.168.50.51/32")));
+        assert!(!f.accepts(&net("192.168.50.0/24")));
     }
 }

@@ -20,6 +20,7 @@ pub mod kube;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use underroute_bgp::speaker::PeerConfig;
@@ -250,6 +251,8 @@ pub fn desired(config: &Config, me: &NodeInfo, state: &ClusterState) -> Desired 
             .or_insert_with(|| config.peer_config(p, &nodes));
     }
     if config.cluster.mesh {
+        // One filter for every mesh peer: computed once, shared.
+        let mesh = Arc::new(config.mesh_filter(&nodes));
         let own = IpAddr::V4(config.node.router_id);
         let same_as = |n: &&NodeInfo| n.settings.asn.unwrap_or(default_asn) == asn;
         let others: Vec<&NodeInfo> = state
@@ -283,7 +286,7 @@ pub fn desired(config: &Config, me: &NodeInfo, state: &ClusterState) -> Desired 
             };
             peers
                 .entry(address)
-                .or_insert_with(|| config.mesh_peer(address, &nodes, i_reflect && they_are_client));
+                .or_insert_with(|| config.mesh_peer(address, &mesh, i_reflect && they_are_client));
         }
     }
 
