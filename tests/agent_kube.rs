@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use underroute::testbed::apiserver::{self, FakeApiServer};
-use underroute::testbed::fabric::{standard_mesh, wait_converged, Fabric, MeshNode, NodeSpec};
+use underroute::testbed::fabric::{
+    ping_once, standard_mesh, wait_converged, Fabric, MeshNode, NodeSpec,
+};
 use underroute::testbed::{require_root, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
@@ -188,6 +190,14 @@ fn kube_mode_follows_nodes_annotations_and_pods_live() {
     lab.register(&lab.node("node4").spec.clone(), &[]);
     lab.wait_route(&["node1", "node2", "node3"], &node4_cidr, true);
     lab.converge();
+    // Real packets: a pod on a client reaches the re-added node's pod (through routes the
+    // reflector carried).
+    let (from, to) = (lab.node("node2"), lab.node("node4"));
+    assert!(
+        ping_once(&from.pod, to.pod_ip()),
+        "pod on node2 cannot reach the pod on node4 ({})",
+        to.pod_ip()
+    );
 
     // Pods on node2: an underlay pod's /32 reaches every other kernel; a host-network pod (the
     // node's own address) and a pod-CIDR pod add nothing; deleting the pod withdraws it.
@@ -326,6 +336,8 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
     );
     lab.wait_metric("node1", "underroute_kubernetes_nodes 2");
     lab.wait_metric("node1", "underroute_kubernetes_pods 1");
+    let (from, to) = (lab.node("node1"), lab.node("node2"));
+    assert!(ping_once(&from.pod, to.pod_ip()), "pods lost each other");
     let gone = lab
         .api
         .requests()
