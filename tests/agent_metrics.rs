@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use underroute::testbed::tor::{self, NodeConfigExtras};
 use underroute::testbed::{require_root, wait_until, Family, Netns, RouteAttrs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
@@ -41,7 +42,7 @@ fn metrics_healthz_and_readyz_report_sessions_prefixes_and_kernel_state() {
     if !require_root("metrics_healthz_and_readyz_report_sessions_prefixes_and_kernel_state") {
         return;
     }
-    let (ns_node, _ns_tor, tor) = underroute::testbed::tor::node_with_tor("metr", Some(60));
+    let (ns_node, _ns_tor, tor) = tor::node_with_tor("metr", Some(60));
     // Announced before the session comes up, so the first full state already holds them.
     tor.add_route(
         "0.0.0.0/0".parse().expect("literal"),
@@ -56,42 +57,17 @@ fn metrics_healthz_and_readyz_report_sessions_prefixes_and_kernel_state() {
         &RouteAttrs::default(),
     )
     .expect("refused route");
-    let config = ns_node.dir().join("underroute.toml");
-    std::fs::write(
-        &config,
-        r#"
-[node]
-name = "node1"
-router_id = "10.0.0.2"
-asn = 64512
-pod_cidrs = ["10.233.64.0/24"]
-[cluster]
-pod_cidrs = ["10.233.64.0/18"]
-[bgp]
-listen = ["10.0.0.2"]
-hold_time = 9
-connect_retry = 1
-sigterm = "graceful_restart"
-[[peer]]
-address = "10.0.0.1"
-asn = 65001
-accept_default_route = true
-[registry]
-dir = "DIR/pods"
-[api]
-listen = "127.0.0.1:50061"
-socket = "DIR/api.sock"
-[metrics]
-listen = "10.0.0.2:9479"
-"#
-        .replace("DIR", &ns_node.dir().to_string_lossy()),
-    )
-    .expect("write config");
+    let files = tor::write_node_config(
+        &ns_node,
+        NodeConfigExtras {
+            bgp: "sigterm = \"graceful_restart\"",
+            peer: "accept_default_route = true",
+            api: "listen = \"127.0.0.1:50061\"",
+            tail: "[metrics]\nlisten = \"10.0.0.2:9479\"",
+        },
+    );
     let log = ns_node.dir().join("agent.log");
-    let cfg = config.to_string_lossy().into_owned();
-    let mut agent = ns_node
-        .spawn(BIN, &["agent", "--config", &cfg], &log)
-        .expect("start the agent");
+    let mut agent = tor::start_agent(&ns_node, BIN, &files.config);
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Alive as soon as it serves; not ready before the session is up and the kernel synced.

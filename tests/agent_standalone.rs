@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use underroute::testbed::tor::{self, NodeConfigExtras};
 use underroute::testbed::{require_root, wait_until, Family, RouteAttrs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
@@ -57,43 +58,16 @@ fn agent_peers_with_a_top_of_rack_router_installs_routes_survives_sigkill_and_wi
     {
         return;
     }
-    let (ns_node, _ns_tor, tor) = underroute::testbed::tor::node_with_tor("agent", None);
-    let config = ns_node.dir().join("underroute.toml");
-    let registry_dir = ns_node.dir().join("pods");
-    let api_socket = ns_node.dir().join("api.sock");
-    std::fs::write(
-        &config,
-        r#"
-[node]
-name = "node1"
-router_id = "10.0.0.2"
-asn = 64512
-pod_cidrs = ["10.233.64.0/24"]
-[cluster]
-pod_cidrs = ["10.233.64.0/18"]
-[bgp]
-listen = ["10.0.0.2"]
-hold_time = 9
-connect_retry = 1
-[[peer]]
-address = "10.0.0.1"
-asn = 65001
-accept_default_route = true
-import = ["198.51.100.0/24"]
-[registry]
-dir = "REGISTRY"
-[api]
-socket = "SOCKET"
-"#
-        .replace("REGISTRY", &registry_dir.to_string_lossy())
-        .replace("SOCKET", &api_socket.to_string_lossy()),
-    )
-    .expect("write config");
-    let log = ns_node.dir().join("agent.log");
-    let cfg = config.to_string_lossy().into_owned();
-    let mut agent = ns_node
-        .spawn(BIN, &["agent", "--config", &cfg], &log)
-        .expect("start the agent");
+    let (ns_node, _ns_tor, tor) = tor::node_with_tor("agent", None);
+    let files = tor::write_node_config(
+        &ns_node,
+        NodeConfigExtras {
+            peer: "accept_default_route = true\nimport = [\"198.51.100.0/24\"]",
+            ..Default::default()
+        },
+    );
+    let (registry_dir, api_socket) = (&files.registry, &files.api_socket);
+    let mut agent = tor::start_agent(&ns_node, BIN, &files.config);
     tor.wait_established(ip("10.0.0.2"), Duration::from_secs(15))
         .expect("session up");
     tor.add_route(
@@ -122,7 +96,7 @@ socket = "SOCKET"
     // The operator's view, through the agent's API on its unix socket (gobgp's layout).
     let out = Command::new(BIN)
         .args(["neighbor", "--socket"])
-        .arg(&api_socket)
+        .arg(api_socket)
         .output()
         .expect("underroute neighbor");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -133,7 +107,7 @@ socket = "SOCKET"
 
     // An underlay pod recorded by the CNI plugin: its /32 is advertised, and withdrawn when the
     // record goes.
-    let registry = underroute::podregistry::PodRegistry::new(&registry_dir);
+    let registry = underroute::podregistry::PodRegistry::new(registry_dir);
     let pod = underroute::podregistry::PodRecord {
         container_id: "c0ffee".into(),
         ifname: "eth0".into(),
@@ -204,9 +178,7 @@ socket = "SOCKET"
     );
     tor.del_route("198.51.100.0/24".parse().expect("literal"))
         .expect("withdrawn while the agent is down");
-    let agent = ns_node
-        .spawn(BIN, &["agent", "--config", &cfg], &log)
-        .expect("restart the agent");
+    let agent = tor::start_agent(&ns_node, BIN, &files.config);
     assert!(
         kernel_has("198.51.100.0/24"),
         "adopted, not flushed, at restart"

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use underroute::testbed::tor::{self, NodeConfigExtras};
 use underroute::testbed::{link_pair, require_root, wait_until, Addrs, Netns, RouteAttrs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
@@ -28,44 +29,16 @@ fn diagnose_rib_is_quiet_when_healthy_and_names_a_foreign_route_in_the_way() {
     if !require_root("diagnose_rib_is_quiet_when_healthy_and_names_a_foreign_route_in_the_way") {
         return;
     }
-    let (ns_node, _ns_tor, tor) = underroute::testbed::tor::node_with_tor("diag", None);
-    let config = ns_node.dir().join("underroute.toml");
-    let api_socket = ns_node.dir().join("api.sock");
-    std::fs::write(
-        &config,
-        r#"
-[node]
-name = "node1"
-router_id = "10.0.0.2"
-asn = 64512
-pod_cidrs = ["10.233.64.0/24"]
-[cluster]
-pod_cidrs = ["10.233.64.0/18"]
-[bgp]
-listen = ["10.0.0.2"]
-hold_time = 9
-connect_retry = 1
-[[peer]]
-address = "10.0.0.1"
-asn = 65001
-import = ["198.51.100.0/24", "203.0.113.0/24"]
-[registry]
-dir = "REGISTRY"
-[api]
-socket = "SOCKET"
-"#
-        .replace("REGISTRY", &ns_node.dir().join("pods").to_string_lossy())
-        .replace("SOCKET", &api_socket.to_string_lossy()),
-    )
-    .expect("write config");
-    let cfg = config.to_string_lossy().into_owned();
-    let _agent = ns_node
-        .spawn(
-            BIN,
-            &["agent", "--config", &cfg],
-            &ns_node.dir().join("agent.log"),
-        )
-        .expect("start the agent");
+    let (ns_node, _ns_tor, tor) = tor::node_with_tor("diag", None);
+    let files = tor::write_node_config(
+        &ns_node,
+        NodeConfigExtras {
+            peer: "import = [\"198.51.100.0/24\", \"203.0.113.0/24\"]",
+            ..Default::default()
+        },
+    );
+    let api_socket = &files.api_socket;
+    let _agent = tor::start_agent(&ns_node, BIN, &files.config);
     tor.wait_established(ip("10.0.0.2"), Duration::from_secs(15))
         .expect("session up");
     // 10.233.65.0/24 is outside the import list: refused, not installed, and no difference.
