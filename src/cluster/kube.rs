@@ -143,29 +143,8 @@ pub fn watch(
         ),
     )
     .default_backoff();
-    let up = |s: &WatchStatus, nodes: bool| {
-        let inner = s.inner.clone();
-        move |v: bool| {
-            let flag = if nodes {
-                &inner.nodes_up
-            } else {
-                &inner.pods_up
-            };
-            flag.store(v, Ordering::Relaxed);
-        }
-    };
-    tokio::spawn(drive(
-        "nodes",
-        node_stream,
-        changed.clone(),
-        up(&status, true),
-    ));
-    tokio::spawn(drive(
-        "pods",
-        pod_stream,
-        changed.clone(),
-        up(&status, false),
-    ));
+    tokio::spawn(drive("nodes", node_stream, changed.clone(), status.clone()));
+    tokio::spawn(drive("pods", pod_stream, changed.clone(), status.clone()));
     let (tx, rx) = watch::channel(None);
     tokio::spawn(combine(node_name, nodes, pods, changed, tx, status.clone()));
     (rx, status)
@@ -176,12 +155,17 @@ async fn drive<K: std::fmt::Debug>(
     resource: &'static str,
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     changed: Arc<Notify>,
-    set_up: impl Fn(bool),
+    status: WatchStatus,
 ) {
     futures::pin_mut!(stream);
+    let up = if resource == "nodes" {
+        &status.inner.nodes_up
+    } else {
+        &status.inner.pods_up
+    };
     let mut failing = false;
     while let Some(item) = stream.next().await {
-        set_up(item.is_ok());
+        up.store(item.is_ok(), Ordering::Relaxed);
         match item {
             // A re-list lands in the store in one piece at InitDone; the pieces before it change
             // nothing the combiner could see.
