@@ -21,23 +21,30 @@ fn dual_stack_macvlan_pod_reaches_v4_and_v6_cluster_ips() {
 }
 
 #[test]
+#[ignore = "this kernel has no ipvlan (CONFIG_IPVLAN is not set and it has no module support); run with --ignored where it has"]
 fn dual_stack_ipvlan_pod_reaches_v4_and_v6_cluster_ips() {
     if !require_root("dual_stack_ipvlan_pod_reaches_v4_and_v6_cluster_ips") {
         return;
     }
-    // Some kernels (minimal VM images) are built without ipvlan; nothing to test there.
+    // Run only on request; then a kernel without ipvlan is a failure with the reason, never a
+    // pass. The probe's master is a veth (always there); each step must succeed.
     let probe = Netns::new("civk").expect("probe ns");
-    let supported = probe
-        .exec(&["ip", "link", "add", "d0", "type", "dummy"])
-        .and_then(|_| probe.exec(&["ip", "link", "add", "link", "d0", "iv0", "type", "ipvlan"]))
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !supported {
-        eprintln!(
-            "SKIPPED dual_stack_ipvlan_pod_reaches_v4_and_v6_cluster_ips: kernel has no ipvlan"
-        );
-        return;
-    }
+    probe
+        .exec_ok(&[
+            "ip", "link", "add", "pv0", "type", "veth", "peer", "name", "pv1",
+        ])
+        .expect("probe veth");
+    let ipvlan = probe
+        .exec(&[
+            "ip", "link", "add", "link", "pv0", "iv0", "type", "ipvlan", "mode", "l2",
+        ])
+        .expect("ip link add runs");
+    assert!(
+        ipvlan.status.success(),
+        "this kernel cannot make an ipvlan link: {}",
+        String::from_utf8_lossy(&ipvlan.stderr).trim()
+    );
+    drop(probe);
     dual_stack("ipvlan", json!({"mode": "l2"}));
 }
 
