@@ -1,8 +1,6 @@
 //! Hex vectors for every message, capability and attribute: each is decoded to the expected
 //! value and that value is encoded back to the same bytes.
-//!
-//! Also decodes every capture in `tests/vectors/captured/*.hex` when that directory exists
-//! (one message per line in hex; lines starting with `#` are comments).
+//! The captures of real sessions are checked in `wire_captured.rs`.
 
 mod wire_common;
 
@@ -443,41 +441,4 @@ fn extended_length_bit_on_short_attribute_is_accepted() {
     let bytes = update_msg("", "50 01 0001 00", "");
     let u = decode_update(&bytes, &ebgp4()).unwrap();
     assert_eq!(u.attributes, vec![PathAttribute::Origin(Origin::Igp)]);
-}
-
-/// Decode every capture another helper records; re-encoding must give back an equal message.
-#[test]
-fn captured_sessions_decode_and_round_trip() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/captured");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    let contexts = [SessionContext::default(), ibgp4(), ebgp4(), ebgp2()];
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("hex") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        // Messages after an OPEN exchange are decoded with the context it negotiated.
-        let mut opens: Vec<Open> = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bytes = h(line);
-            let ctx = match opens.as_slice() {
-                [a, b, ..] => SessionContext::negotiate(a, b, a.asn(), b.asn()),
-                _ => contexts[1].clone(),
-            };
-            let decoded = decode_message(&bytes, &ctx)
-                .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), n + 1));
-            if let Message::Open(o) = &decoded {
-                opens.push(o.clone());
-            }
-            let again = decode_message(&encode(&decoded, &ctx), &ctx).unwrap();
-            assert_eq!(again, decoded, "{}:{} re-encode", path.display(), n + 1);
-        }
-    }
 }
