@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use underroute::testbed::tor::{self, NodeConfigExtras};
-use underroute::testbed::{require_root, wait_until, Family, RouteAttrs};
+use underroute::testbed::{require_root, wait_until, Family, RouteAttrs, RouteMonitor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 
@@ -153,7 +153,8 @@ fn agent_peers_with_a_top_of_rack_router_installs_routes_survives_sigkill_and_wi
     );
 
     // SIGKILL leaves the kernel routes in place; the restarted agent adopts them, keeps what the
-    // ToR still announces and sweeps what it withdrew meanwhile, once the session has settled.
+    // ToR still announces and sweeps what it withdrew meanwhile, once the session has settled
+    // (watched with the kernel's own notifications).
     tor.add_route(
         "198.51.100.0/24".parse().expect("literal"),
         None,
@@ -170,29 +171,72 @@ fn agent_peers_with_a_top_of_rack_router_installs_routes_survives_sigkill_and_wi
         kernel_has("198.51.100.0/24").then_some(())
     })
     .expect("second route installed");
+    // Watch the kernel from before the kill until the restarted agent has settled: polling
+    // would miss a route deleted and put back in between.
+    let mon = RouteMonitor::start(&ns_node).expect("route monitor");
     agent.signal(libc::SIGKILL).expect("SIGKILL");
     agent.wait_exit(Duration::from_secs(5)).expect("agent gone");
-    assert!(
-        kernel_default().contains("via 10.0.0.1"),
-        "route survives SIGKILL"
-    );
     tor.del_route("198.51.100.0/24".parse().expect("literal"))
         .expect("withdrawn while the agent is down");
-    let agent = tor::start_agent(&ns_node, BIN, &files.config);
+    // The ToR has seen the old session go, so "established" below is the new one.
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        tor.neighbor_state(ip("10.0.0.2"))
+            .is_ok_and(|s| s != "established")
+            .then_some(())
+    })
+    .expect("the ToR saw the killed agent's session close");
     assert!(
-        kernel_has("198.51.100.0/24"),
-        "adopted, not flushed, at restart"
+        kernel_default().contains("via 10.0.0.1") && kernel_has("198.51.100.0/24"),
+        "both routes still in the kernel while no agent runs"
     );
-    tor.wait_established(ip("10.0.0.2"), Duration::from_secs(15))
-        .expect("session back");
+    let restarted = Instant::now();
+    let agent = tor::start_agent(&ns_node, BIN, &files.config);
+    // The new session cannot be Established before the last look that saw it was not: that
+    // moment is a lower bound of its start, from which the settle period runs.
+    let mut last_not_up = restarted;
+    wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
+        let looked = Instant::now();
+        let up = tor
+            .neighbor_state(ip("10.0.0.2"))
+            .is_ok_and(|s| s == "established");
+        if !up {
+            last_not_up = looked;
+        }
+        up.then_some(())
+    })
+    .expect("session back");
     wait_until(Duration::from_secs(40), Duration::from_millis(100), || {
         (!kernel_has("198.51.100.0/24")).then_some(())
     })
     .expect("the route withdrawn during the restart is swept after convergence");
+    let events = mon.dump(restarted);
+    // Adopted, not flushed: the route the ToR still announces was never deleted, neither at
+    // start nor when the stale one went.
+    assert!(
+        mon.deletions("default").is_empty(),
+        "the default route left the kernel during the restart:\n{events}"
+    );
+    // The stale route went once from main (and from the per-address table that copies it), and
+    // only after the session had been up for the whole settle period.
+    let swept = mon.deletions("198.51.100.0/24");
+    assert_eq!(
+        swept.iter().filter(|e| e.table() == "main").count(),
+        1,
+        "{events}"
+    );
+    for e in &swept {
+        assert!(
+            e.at >= last_not_up + underroute::agent::install::SETTLE,
+            "the stale route went {:?} after the session could have come up (settle is {:?}):\n{events}",
+            e.at.saturating_duration_since(last_not_up),
+            underroute::agent::install::SETTLE
+        );
+    }
     assert!(
         kernel_default().contains("via 10.0.0.1"),
         "the re-learned route stays"
     );
+    drop(mon);
     // After convergence, a withdrawal removes the route from the kernel at once.
     tor.del_route("0.0.0.0/0".parse().expect("literal"))
         .expect("withdraw default");

@@ -26,8 +26,9 @@ const MAIN_TABLE: u32 = 254;
 
 /// How long changes are gathered before one kernel update: many UPDATEs arrive back to back.
 const DEBOUNCE: Duration = Duration::from_millis(20);
-/// Quiet time after every configured peer is Established before the first full state.
-const SETTLE: Duration = Duration::from_secs(2);
+/// Quiet time after every configured peer is Established before the first full state (public
+/// so tests can check that routes adopted at a restart stay at least this long).
+pub const SETTLE: Duration = Duration::from_secs(2);
 /// Upper bound on waiting for peers before the first full state.
 const MAX_INITIAL_WAIT: Duration = Duration::from_secs(30);
 

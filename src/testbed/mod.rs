@@ -13,6 +13,7 @@ pub mod fabric;
 pub mod gobgp;
 pub mod kernel;
 pub mod netns;
+pub mod routemon;
 pub mod speaker;
 pub mod tor;
 pub mod wait;
@@ -20,6 +21,7 @@ pub mod wait;
 pub use bird::{Bird, BirdConfig, BirdNeighbor, StaticRoute};
 pub use gobgp::{GobgpConfig, GobgpNeighbor, Gobgpd};
 pub use netns::{link_pair, Addrs, Netns, Proc, VethPair};
+pub use routemon::{RouteEvent, RouteMonitor};
 pub use speaker::NsSpeaker;
 pub use wait::{run_bounded, run_ok, wait_until};
 
