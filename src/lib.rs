@@ -7,8 +7,6 @@
 //! - [`config`]: the agent's TOML configuration, strict and with errors that name the key.
 //! - [`kernel`]: the kernel route programmer (main and per-address tables, rules, self-heal).
 //! - [`podregistry`]: the pod records the CNI plugin writes and the agent advertises.
-//! - [`testbed`]: throw-away network namespaces with real gobgpd and BIRD peers, used by the
-//!   interop tests and by `underroute demo`.
 
 pub mod agent;
 pub mod api;
@@ -20,7 +18,6 @@ pub mod diagnose;
 pub mod kernel;
 pub mod metrics;
 pub mod podregistry;
-pub mod testbed;
 
 /// The route protocol number (`rtm_protocol`, `ip route ... proto N`) that marks kernel routes
 /// and policy rules as underroute's. The kernel programmer owns exactly what carries it and never

@@ -1,5 +1,5 @@
 //! Kubernetes mode: agents (the real binary) in network namespaces, watching a fake API server
-//! that speaks the real list/watch wire format (src/testbed/apiserver.rs) from inside the
+//! that speaks the real list/watch wire format (tests/testbed/src/apiserver.rs) from inside the
 //! fabric. Nodes join, change annotations, leave and come back, pods come and go, and the API
 //! server dies and returns with its history compacted (410 Gone) - all without restarting an
 //! agent, and without losing routes while the API server is away.
@@ -8,11 +8,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::time::Duration;
 
-use underroute::testbed::apiserver::{self, FakeApiServer};
-use underroute::testbed::fabric::{
+use underroute_testbed::apiserver::{self, FakeApiServer};
+use underroute_testbed::fabric::{
     ping_once, standard_mesh, wait_converged, Fabric, MeshNode, NodeSpec,
 };
-use underroute::testbed::{require_root, wait_until};
+use underroute_testbed::{require_root, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 const API: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 250), 6443);
@@ -24,7 +24,7 @@ struct KubeLab {
     spares: Vec<NodeSpec>,
     api: FakeApiServer,
     fabric: Fabric,
-    mesh: underroute::testbed::fabric::MeshSpec,
+    mesh: underroute_testbed::fabric::MeshSpec,
     tag: String,
 }
 

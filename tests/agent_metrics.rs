@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use underroute::testbed::tor::{self, NodeConfigExtras};
-use underroute::testbed::{require_root, wait_until, Family, Netns, RouteAttrs};
+use underroute_testbed::tor::{self, NodeConfigExtras};
+use underroute_testbed::{require_root, wait_until, Family, Netns, RouteAttrs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 const URL: &str = "http://10.0.0.2:9479";

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use underroute::testbed::tor::{self, NodeConfigExtras};
-use underroute::testbed::{require_root, wait_until, Family, RouteAttrs, RouteMonitor};
+use underroute_testbed::tor::{self, NodeConfigExtras};
+use underroute_testbed::{require_root, wait_until, Family, RouteAttrs, RouteMonitor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 

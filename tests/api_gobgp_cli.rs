@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use underroute::testbed::{
+use underroute_testbed::{
     link_pair, require_root, run_bounded, wait_until, Addrs, Family, GobgpConfig, GobgpNeighbor,
     Gobgpd, Netns, RouteAttrs,
 };

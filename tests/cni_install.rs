@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use underroute::cni::config::{Need, NetConf};
-use underroute::testbed::cni::plugin_conf;
+use underroute_testbed::cni::plugin_conf;
 
 const OUR_BIN: &str = env!("CARGO_BIN_EXE_underroute-cni");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/cni");

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use underroute::testbed::cni::{dump, tcp_probe, udp_probe, Attachment, EchoServer, UnderlayLab};
-use underroute::testbed::{require_root, Netns};
+use underroute_testbed::cni::{dump, tcp_probe, udp_probe, Attachment, EchoServer, UnderlayLab};
+use underroute_testbed::{require_root, Netns};
 
 const OUR_BIN: &str = env!("CARGO_BIN_EXE_underroute-cni");
 

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
-use underroute::testbed::cni::{Attachment, PluginOutput, UnderlayLab};
-use underroute::testbed::{require_root, Netns};
+use underroute_testbed::cni::{Attachment, PluginOutput, UnderlayLab};
+use underroute_testbed::{require_root, Netns};
 
 const OUR_BIN: &str = env!("CARGO_BIN_EXE_underroute-cni");
 
@@ -256,7 +256,7 @@ fn version_status_and_input_errors_answer_with_spec_json() {
     let lab = UnderlayLab::new("cve", Path::new(OUR_BIN)).expect("lab");
     let r = &lab.runner;
     let p = Netns::new("cvep").expect("pod");
-    let netns = underroute::testbed::cni::netns_path(&p);
+    let netns = underroute_testbed::cni::netns_path(&p);
     let reg = r.registry_dir().display().to_string();
     let good = format!(
         r#"{{"cniVersion":"1.1.0","name":"u","type":"underroute-cni","serviceCIDRs":["10.96.0.0/12"],"registryDir":"{reg}"}}"#

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use underroute::testbed::cni::{
+use underroute_testbed::cni::{
     dump, first_ip, tcp_probe, udp_probe, Attachment, EchoServer, UnderlayLab,
 };
-use underroute::testbed::{require_root, Netns};
+use underroute_testbed::{require_root, Netns};
 
 const OUR_BIN: &str = env!("CARGO_BIN_EXE_underroute-cni");
 const PROBE: Duration = Duration::from_secs(3);

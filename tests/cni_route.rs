@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use underroute::testbed::cni::{dump, tcp_probe, udp_probe, Attachment, CniRunner, EchoServer};
-use underroute::testbed::{link_pair, require_root, Addrs, Netns};
+use underroute_testbed::cni::{dump, tcp_probe, udp_probe, Attachment, CniRunner, EchoServer};
+use underroute_testbed::{link_pair, require_root, Addrs, Netns};
 
 const OUR_BIN: &str = env!("CARGO_BIN_EXE_underroute-cni");
 

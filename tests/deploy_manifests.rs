@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use underroute::cni::config::{Need, NetConf};
-use underroute::testbed::cni::plugin_conf;
+use underroute_testbed::cni::plugin_conf;
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");

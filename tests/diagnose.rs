@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use underroute::testbed::tor::{self, NodeConfigExtras};
-use underroute::testbed::{link_pair, require_root, wait_until, Addrs, Netns, RouteAttrs};
+use underroute_testbed::tor::{self, NodeConfigExtras};
+use underroute_testbed::{link_pair, require_root, wait_until, Addrs, Netns, RouteAttrs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 

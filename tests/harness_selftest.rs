@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use underroute::testbed::{
+use underroute_testbed::{
     link_pair, wait_until, Addrs, Bird, BirdConfig, BirdNeighbor, Family, GobgpConfig,
     GobgpNeighbor, Gobgpd, Netns, RouteAttrs,
 };
@@ -106,7 +106,7 @@ fn establish(p: &Pair) {
 
 #[test]
 fn gobgpd_route_reaches_bird_with_its_attributes() {
-    if !underroute::testbed::require_root("gobgpd_route_reaches_bird_with_its_attributes") {
+    if !underroute_testbed::require_root("gobgpd_route_reaches_bird_with_its_attributes") {
         return;
     }
     let t0 = Instant::now();
@@ -158,7 +158,7 @@ fn gobgpd_route_reaches_bird_with_its_attributes() {
     // The other direction, through gobgp's JSON parsing: BIRD's static route shows up in
     // gobgpd's Adj-RIB-In and Loc-RIB.
     let mut bird = p.bird;
-    bird.add_static(underroute::testbed::StaticRoute {
+    bird.add_static(underroute_testbed::StaticRoute {
         prefix: "198.51.100.0/24".parse().expect("literal"),
         via: None,
         attrs: RouteAttrs {
@@ -187,7 +187,7 @@ fn gobgpd_route_reaches_bird_with_its_attributes() {
 
 #[test]
 fn md5_password_on_both_sides_establishes() {
-    if !underroute::testbed::require_root("md5_password_on_both_sides_establishes") {
+    if !underroute_testbed::require_root("md5_password_on_both_sides_establishes") {
         return;
     }
     let p = ebgp_pair("md5", Some("s3cret-md5"));
@@ -198,7 +198,7 @@ fn md5_password_on_both_sides_establishes() {
 /// `Proc::signal` works, and dropping a `Netns` kills even processes it did not start itself.
 #[test]
 fn netns_enter_thread_signals_and_cleanup() {
-    if !underroute::testbed::require_root("netns_enter_thread_signals_and_cleanup") {
+    if !underroute_testbed::require_root("netns_enter_thread_signals_and_cleanup") {
         return;
     }
     let a = Netns::new("hsa").expect("namespace a");
@@ -259,7 +259,7 @@ fn netns_enter_thread_signals_and_cleanup() {
 /// route while BIRD is down and the session comes back.
 #[test]
 fn bird_graceful_restart_keeps_routes_on_gobgpd() {
-    if !underroute::testbed::require_root("bird_graceful_restart_keeps_routes_on_gobgpd") {
+    if !underroute_testbed::require_root("bird_graceful_restart_keeps_routes_on_gobgpd") {
         return;
     }
     let ns_g = Netns::new("grg").expect("namespace for gobgpd");
@@ -297,7 +297,7 @@ fn bird_graceful_restart_keeps_routes_on_gobgpd() {
                 graceful_restart: Some(60),
                 ..Default::default()
             }],
-            static_v4: vec![underroute::testbed::StaticRoute {
+            static_v4: vec![underroute_testbed::StaticRoute {
                 prefix: "198.51.100.0/24".parse().expect("literal"),
                 via: None,
                 attrs: RouteAttrs::default(),

@@ -11,14 +11,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use underroute::testbed::{
-    link_pair, require_root, wait_until, Addrs, Bird, BirdConfig, BirdNeighbor, Family,
-    GobgpConfig, GobgpNeighbor, Gobgpd, Netns, NsSpeaker, Proc, RibEntry, RouteAttrs, StaticRoute,
-};
 use underroute_bgp::fsm::State;
 use underroute_bgp::speaker::{GracefulRestartConfig, PeerConfig, SpeakerConfig};
 use underroute_bgp::wire::{LargeCommunity, PathAttrs};
 use underroute_bgp::{Asn, RouterId};
+use underroute_testbed::{
+    link_pair, require_root, wait_until, Addrs, Bird, BirdConfig, BirdNeighbor, Family,
+    GobgpConfig, GobgpNeighbor, Gobgpd, Netns, NsSpeaker, Proc, RibEntry, RouteAttrs, StaticRoute,
+};
 
 const OUR_AS: u32 = 64512;
 const EBGP_AS: u32 = 65001;

@@ -4,11 +4,12 @@
 //! Same shape as the lab's kernel_floor.sh: K /32s from 100.64.0.0 via 10.255.0.2 in a fresh
 //! namespace; then the same K in main plus two per-address tables (3K routes).
 
+mod support;
 use std::time::{Duration, Instant};
 
+use support::programmer::NsProgrammer;
 use underroute::kernel::{DesiredRoutes, KernelConfig, NextHop};
-use underroute::testbed::kernel::NsProgrammer;
-use underroute::testbed::{wait_until, Netns};
+use underroute_testbed::{wait_until, Netns};
 
 fn k() -> usize {
     std::env::var("UR_BENCH_K")
@@ -50,21 +51,21 @@ fn run(label: &str, tables: bool) {
     let k = k();
     let ns = Netns::new("kbench").expect("namespace");
     let peer = Netns::new("kbenchp").expect("peer namespace");
-    let v1 = underroute::testbed::link_pair(
+    let v1 = underroute_testbed::link_pair(
         &ns,
         &peer,
-        underroute::testbed::Addrs::new("10.255.0.1", "fd55::1"),
-        underroute::testbed::Addrs::new("10.255.0.2", "fd55::2"),
+        underroute_testbed::Addrs::new("10.255.0.1", "fd55::1"),
+        underroute_testbed::Addrs::new("10.255.0.2", "fd55::2"),
     )
     .expect("veth");
     let mut names = vec![v1.a_if.clone()];
     if tables {
         // A second host address on its own interface: two per-address tables (IPv4 only).
-        let v2 = underroute::testbed::link_pair(
+        let v2 = underroute_testbed::link_pair(
             &ns,
             &peer,
-            underroute::testbed::Addrs::new("10.254.0.1", "fd54::1"),
-            underroute::testbed::Addrs::new("10.254.0.2", "fd54::2"),
+            underroute_testbed::Addrs::new("10.254.0.1", "fd54::1"),
+            underroute_testbed::Addrs::new("10.254.0.2", "fd54::2"),
         )
         .expect("veth");
         names.push(v2.a_if.clone());
@@ -107,7 +108,7 @@ fn run(label: &str, tables: bool) {
 #[test]
 #[ignore = "benchmark: run explicitly (benches/kernel_bench.sh)"]
 fn kernel_bench_main_table() {
-    if !underroute::testbed::require_root("kernel_bench_main_table") {
+    if !underroute_testbed::require_root("kernel_bench_main_table") {
         return;
     }
     run("main", false);
@@ -116,7 +117,7 @@ fn kernel_bench_main_table() {
 #[test]
 #[ignore = "benchmark: run explicitly (benches/kernel_bench.sh)"]
 fn kernel_bench_main_plus_two_address_tables() {
-    if !underroute::testbed::require_root("kernel_bench_main_plus_two_address_tables") {
+    if !underroute_testbed::require_root("kernel_bench_main_plus_two_address_tables") {
         return;
     }
     run("main+2tables", true);

@@ -12,6 +12,7 @@
 //! them, the answer goes back through the gateway. A pod on the host talking to 192.168.1.1 gets
 //! its replies locally because the per-address table also holds the pod routes.
 
+mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +20,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use support::programmer::NsProgrammer;
 use underroute::kernel::{DesiredRoutes, KernelConfig};
-use underroute::testbed::kernel::NsProgrammer;
-use underroute::testbed::Netns;
+use underroute_testbed::Netns;
 
 const PORT: u16 = 18080;
 
@@ -212,7 +213,7 @@ fn exchange(ns: &Netns) -> Result<(), String> {
 
 #[test]
 fn replies_leave_through_the_interface_the_request_came_in_on() {
-    if !underroute::testbed::require_root(
+    if !underroute_testbed::require_root(
         "replies_leave_through_the_interface_the_request_came_in_on",
     ) {
         return;

@@ -2,12 +2,14 @@
 //! withdraw in the main and per-address tables, ECMP, other protocols untouched, self-healing,
 //! and adoption across a restart. The programmer's sockets live in the test's namespace only.
 
+mod support;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use support::programmer::NsProgrammer;
 use underroute::kernel::{DesiredRoutes, KernelConfig, NextHop, MAIN_TABLE};
-use underroute::testbed::kernel::{ip_routes, ip_rules, NsProgrammer};
-use underroute::testbed::{link_pair, wait_until, Addrs, Netns, VethPair};
+use underroute_testbed::iproute::{ip_routes, ip_rules};
+use underroute_testbed::{link_pair, wait_until, Addrs, Netns, VethPair};
 
 const PROTO: u8 = underroute::DEFAULT_ROUTE_PROTOCOL;
 /// The bound for repairs and for following address changes.
@@ -89,7 +91,7 @@ fn others(ns: &Netns) -> Vec<String> {
 
 #[test]
 fn install_replace_withdraw_in_main_and_per_address_tables() {
-    if !underroute::testbed::require_root("install_replace_withdraw_in_main_and_per_address_tables")
+    if !underroute_testbed::require_root("install_replace_withdraw_in_main_and_per_address_tables")
     {
         return;
     }
@@ -179,7 +181,7 @@ fn install_replace_withdraw_in_main_and_per_address_tables() {
 
 #[test]
 fn routes_and_rules_removed_by_others_come_back_within_a_second() {
-    if !underroute::testbed::require_root(
+    if !underroute_testbed::require_root(
         "routes_and_rules_removed_by_others_come_back_within_a_second",
     ) {
         return;
@@ -284,7 +286,7 @@ fn routes_and_rules_removed_by_others_come_back_within_a_second() {
 
 #[test]
 fn restart_adopts_routes_untouched_and_sweeps_only_stale_ones() {
-    if !underroute::testbed::require_root(
+    if !underroute_testbed::require_root(
         "restart_adopts_routes_untouched_and_sweeps_only_stale_ones",
     ) {
         return;
@@ -339,9 +341,8 @@ fn restart_adopts_routes_untouched_and_sweeps_only_stale_ones() {
 
 #[test]
 fn device_and_onlink_next_hops_and_a_custom_protocol_number() {
-    if !underroute::testbed::require_root(
-        "device_and_onlink_next_hops_and_a_custom_protocol_number",
-    ) {
+    if !underroute_testbed::require_root("device_and_onlink_next_hops_and_a_custom_protocol_number")
+    {
         return;
     }
     let lab = lab("krd");

@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use underroute::testbed::fabric::{
+use underroute_testbed::fabric::{
     attach_pod, ping_once, standard_mesh, start_mesh, wait_converged, ContinuousPing, Fabric,
     MeshNode, PING_INTERVAL,
 };
-use underroute::testbed::{
+use underroute_testbed::{
     require_root, GobgpConfig, GobgpNeighbor, Gobgpd, Netns, RouteAttrs, RouteMonitor,
 };
 
@@ -32,7 +32,7 @@ fn converge(nodes: &[MeshNode]) -> Duration {
 
 /// Waits until `node` has all its sessions established again.
 fn wait_sessions(node: &MeshNode, want: usize) {
-    underroute::testbed::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+    underroute_testbed::wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         (node.established() >= want).then_some(())
     })
     .unwrap_or_else(|e| panic!("{}: sessions not back: {e}", node.spec.name));
@@ -136,7 +136,7 @@ fn underlay_pod_host_route_reaches_every_peer_and_goes_with_its_record() {
         .expect("record the pod");
     let want = format!("{addr} via {}", node2.spec.address);
     let peers = [&nodes[0], &nodes[2]];
-    underroute::testbed::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+    underroute_testbed::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         peers
             .iter()
             .all(|n| n.kernel_routes().contains(&want))
@@ -153,7 +153,7 @@ fn underlay_pod_host_route_reaches_every_peer_and_goes_with_its_record() {
     registry
         .remove("underlay1", "eth0")
         .expect("remove the record");
-    underroute::testbed::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+    underroute_testbed::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         peers
             .iter()
             .all(|n| !n.kernel_routes().contains(&addr.to_string()))
@@ -215,7 +215,7 @@ fn mesh_import_filter_keeps_a_default_route_and_a_node_host_route_out_of_every_k
             .expect("announce");
     }
     let want = format!("{legit} via {rogue_addr}");
-    underroute::testbed::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+    underroute_testbed::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
         nodes
             .iter()
             .all(|n| n.kernel_routes().contains(&want))

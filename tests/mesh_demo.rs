@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use underroute::testbed::{require_root, run_bounded};
+use underroute_testbed::{require_root, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
 

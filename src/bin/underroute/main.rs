@@ -16,6 +16,7 @@ use underroute_bgp::speaker::{
 use underroute_bgp::wire::PathAttrs;
 use underroute_bgp::{Asn, RouterId};
 
+#[cfg(feature = "demo")]
 mod demo;
 
 #[derive(Parser)]
@@ -221,7 +222,12 @@ fn run() -> Result<()> {
                 .build()?;
             rt.block_on(run_speaker(args))
         }
+        #[cfg(feature = "demo")]
         Command::Demo => demo::run(),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo => bail!(
+            "this build has no demo (it needs the test harness): cargo run --release --features demo -- demo"
+        ),
         Command::Global(args) => run_cli(underroute::cli::Top::Global, args),
         Command::Neighbor(args) => run_cli(underroute::cli::Top::Neighbor, args),
         Command::Diagnose(cmd) => run_diagnose(cmd),

@@ -1,5 +1,6 @@
-//! A throw-away lab of network namespaces with real BGP daemons (gobgpd, BIRD) in them, for the
-//! interop tests and the `underroute demo` command.
+//! `underroute-testbed`: a throw-away lab of network namespaces with real BGP daemons (gobgpd,
+//! BIRD) in them, for the interop tests and the `underroute demo` command. It is test harness,
+//! not product: the agent crate depends on it only for its tests and behind the `demo` feature.
 //!
 //! Owns: namespaces named `ur-*` that it creates, the processes it starts in them, and a temp
 //! directory per namespace (configs, logs, control sockets). It must never touch the host's own
@@ -11,7 +12,7 @@ pub mod bird;
 pub mod cni;
 pub mod fabric;
 pub mod gobgp;
-pub mod kernel;
+pub mod iproute;
 pub mod netns;
 pub mod routemon;
 pub mod speaker;
@@ -22,7 +23,7 @@ pub use bird::{Bird, BirdConfig, BirdNeighbor, StaticRoute};
 pub use gobgp::{GobgpConfig, GobgpNeighbor, Gobgpd};
 pub use netns::{link_pair, Addrs, Netns, Proc, VethPair};
 pub use routemon::{RouteEvent, RouteMonitor};
-pub use speaker::NsSpeaker;
+pub use speaker::{runtime_in, NsSpeaker};
 pub use wait::{run_bounded, run_ok, wait_until};
 
 use std::net::IpAddr;

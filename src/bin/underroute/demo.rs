@@ -13,10 +13,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use underroute::testbed::fabric::{
+use underroute_testbed::fabric::{
     attach_pod, ping_once, standard_mesh, start_mesh, wait_converged,
 };
-use underroute::testbed::{wait_until, Netns};
+use underroute_testbed::{wait_until, Netns};
 
 /// The underlay pod on node2: an address on the nodes' own segment, reached by its /32.
 const UNDERLAY_POD: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 100);

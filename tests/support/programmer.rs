@@ -1,5 +1,4 @@
-//! The kernel programmer running inside a testbed namespace, and `ip` helpers to look at and
-//! disturb that namespace's routes and rules from the outside.
+//! The kernel programmer running inside a testbed namespace, for the kernel tests.
 //!
 //! The programmer's sockets are opened on a runtime whose threads entered the namespace, so it
 //! can only ever see and change that namespace's tables, never the host's.
@@ -7,10 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::kernel::{DesiredRoutes, Handle, KernelConfig, Programmer, Report, Snapshot};
+use underroute::kernel::{DesiredRoutes, Handle, KernelConfig, Programmer, Report, Snapshot};
 
-use super::netns::Netns;
-use super::speaker::runtime_in;
+use underroute_testbed::{runtime_in, Netns};
 
 /// A kernel [`Programmer`] whose netlink sockets live in a testbed namespace.
 pub struct NsProgrammer {
@@ -69,46 +67,4 @@ impl NsProgrammer {
         self.rt.shutdown_timeout(Duration::from_secs(2));
         r.map_err(|e| e.to_string())
     }
-}
-
-/// `ip [-6] route show table T [proto P]` lines in `ns`, each trimmed.
-pub fn ip_routes(
-    ns: &Netns,
-    v6: bool,
-    table: &str,
-    proto: Option<u8>,
-) -> Result<Vec<String>, String> {
-    let mut args = vec!["ip"];
-    if v6 {
-        args.push("-6");
-    }
-    args.extend(["route", "show", "table", table]);
-    let p;
-    if let Some(n) = proto {
-        p = n.to_string();
-        args.extend(["proto", p.as_str()]);
-    }
-    let out = ns.exec_stdout(&args)?;
-    Ok(out
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
-/// `ip [-6] rule show` lines in `ns`.
-pub fn ip_rules(ns: &Netns, v6: bool) -> Result<Vec<String>, String> {
-    let args: &[&str] = if v6 {
-        &["ip", "-6", "rule", "show"]
-    } else {
-        &["ip", "rule", "show"]
-    };
-    let out = ns.exec_stdout(args)?;
-    Ok(out.lines().map(|l| l.trim().to_string()).collect())
-}
-
-/// Number of routes of protocol `proto` in `table` (both families), counted by `ip`.
-pub fn count_routes(ns: &Netns, table: &str, proto: u8) -> Result<usize, String> {
-    Ok(ip_routes(ns, false, table, Some(proto))?.len()
-        + ip_routes(ns, true, table, Some(proto))?.len())
 }
