@@ -238,6 +238,16 @@ fn kube_mode_follows_nodes_annotations_and_pods_live() {
         assert!(!routes.contains("192.168.50.51 via"), "{n}: {routes}");
         assert!(!routes.contains("10.233.66.7"), "{n}: {routes}");
     }
+    // The receivers' mesh filter would refuse a node address anyway, so look at the source:
+    // node2 advertises the underlay pod's /32 to its reflector, and neither the host-network
+    // pod's address nor the pod-CIDR pod's.
+    let adj_out = lab
+        .node("node2")
+        .cli(&["neighbor", "192.168.50.50", "adj-out"])
+        .expect("node2's adj-out to node1");
+    assert!(adj_out.contains("192.168.50.120/32"), "{adj_out}");
+    assert!(!adj_out.contains("192.168.50.51/32"), "{adj_out}");
+    assert!(!adj_out.contains("10.233.66.7/32"), "{adj_out}");
     lab.api
         .delete("Pod", Some("default"), "macvlan-web")
         .expect("delete pod");
@@ -296,6 +306,15 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
         "node1",
         "underroute_kubernetes_watch_up{resource=\"nodes\"} 1",
     );
+    for n in ["node1", "node2", "node3"] {
+        lab.wait_established(n, 2);
+    }
+    // Every session's flap counter and up-since time: unchanged later means no session went
+    // down in between, however briefly.
+    let sessions_before: Vec<_> = ["node1", "node2", "node3"]
+        .iter()
+        .map(|n| sessions(lab.node(n)))
+        .collect();
 
     // The API server dies: nothing is withdrawn, sessions stay up, the metrics say so.
     lab.api.stop();
@@ -306,8 +325,12 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
     std::thread::sleep(Duration::from_secs(2));
     lab.alive();
     lab.converge();
-    for n in ["node1", "node2", "node3"] {
-        lab.wait_established(n, 2);
+    for (n, before) in ["node1", "node2", "node3"].iter().zip(&sessions_before) {
+        assert_eq!(
+            &sessions(lab.node(n)),
+            before,
+            "{n}: a session flapped while the API server was down"
+        );
     }
 
     // While it is down the cluster changes; it comes back with its watch history compacted, so
@@ -324,6 +347,8 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
         ))
         .expect("apply pod");
     lab.api.compact();
+    let compacted = lab.api.resource_version();
+    let requests_at_restart = lab.api.requests().len();
     let listener = lab.fabric.listen_tcp(API, 24).expect("API listener again");
     let addr = lab.api.serve(listener).expect("serve again");
     assert_eq!(addr, SocketAddr::V4(API));
@@ -338,19 +363,82 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
     lab.wait_metric("node1", "underroute_kubernetes_pods 1");
     let (from, to) = (lab.node("node1"), lab.node("node2"));
     assert!(ping_once(&from.pod, to.pod_ip()), "pods lost each other");
-    let gone = lab
-        .api
-        .requests()
+    // Since the restart: every agent (node3's still runs, its Node is gone) resumed its Node
+    // watch from a version the server no longer has, got 410 Gone, and listed again.
+    let after = lab.api.requests().split_off(requests_at_restart);
+    let stale_watches = after
         .iter()
-        .filter(|r| r.starts_with("GET /api/v1/nodes") && r.contains("watch=true"))
+        .filter(|r| r.starts_with("GET /api/v1/nodes?"))
+        .filter(|r| {
+            let q = query(r);
+            q.contains_key("watch")
+                && q.get("resourceVersion")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| v < compacted)
+        })
         .count();
-    assert!(gone > 0, "the agents watched again");
+    let relists = after
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/nodes") && !r.contains("watch="))
+        .count();
     assert!(
-        node_lists(&lab.api) >= lists_before + 2,
-        "node1 and node2 re-listed Nodes after 410 Gone: {:?}",
-        lab.api.requests()
+        stale_watches >= 3 && relists >= 3,
+        "{stale_watches} stale Node watches (410) and {relists} Node lists since the restart: {after:?}"
     );
+    assert!(node_lists(&lab.api) >= lists_before + 3);
+    for (n, before) in ["node1", "node2"].iter().zip(&sessions_before) {
+        let now = sessions(lab.node(n));
+        for (peer, state) in before {
+            // node3 left the cluster, so its sessions went; the others never dropped.
+            if peer != "192.168.50.52" {
+                assert_eq!(
+                    now.get(peer),
+                    Some(state),
+                    "{n}: session with {peer} flapped"
+                );
+            }
+        }
+    }
     lab.alive();
+}
+
+/// The query parameters of a logged request (`GET /path?query`), percent-decoding left out:
+/// the keys and values compared here are plain.
+fn query(request: &str) -> std::collections::HashMap<String, String> {
+    request
+        .split_once('?')
+        .map_or("", |(_, q)| q)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A node's sessions as `neighbor -j` shows them: peer address -> (flaps, up since).
+fn sessions(node: &MeshNode) -> std::collections::BTreeMap<String, (u64, i64)> {
+    let text = node.cli(&["neighbor", "-j"]).expect("neighbor -j");
+    let peers: serde_json::Value = serde_json::from_str(&text).expect("neighbor JSON");
+    peers
+        .as_array()
+        .expect("a list of peers")
+        .iter()
+        .map(|p| {
+            let addr = p["conf"]["neighbor_address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let flops = p["state"]["flops"].as_u64().unwrap_or(0);
+            let up = p["timers"]["state"]["uptime"]["seconds"]
+                .as_i64()
+                .unwrap_or(0);
+            assert!(
+                up > 0,
+                "{}: session with {addr} not up: {p}",
+                node.spec.name
+            );
+            (addr, (flops, up))
+        })
+        .collect()
 }
 
 /// How many Node lists (not watches) the server has answered.

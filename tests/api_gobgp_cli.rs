@@ -28,6 +28,7 @@ fn net(s: &str) -> IpNet {
 struct Run {
     code: Option<i32>,
     out: String,
+    err: String,
 }
 
 fn run_in(ns: &Netns, program: &str, args: &[&str]) -> Run {
@@ -37,6 +38,7 @@ fn run_in(ns: &Netns, program: &str, args: &[&str]) -> Run {
     Run {
         code: o.status.code(),
         out: String::from_utf8_lossy(&o.stdout).into_owned(),
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
     }
 }
 
@@ -97,18 +99,32 @@ fn mask_times(s: &str) -> String {
 
 /// Run a command with both clients until their masked outputs agree (counters such as
 /// KEEPALIVEs may tick between the two runs); panics with both outputs if they never do.
-fn same_output(ns: &Netns, args: &[&str]) -> Run {
+/// Both must exit with `code`, and gobgp's answer must not be empty: two clients failing the
+/// same way, or answering nothing alike, is not agreement.
+fn same_output(ns: &Netns, args: &[&str], code: i32) -> Run {
     let mut last = (String::new(), String::new());
     for _ in 0..5 {
         let g = gobgp(ns, args);
         let o = ours(ns, args);
         let (gm, om) = (mask_times(&g.out), mask_times(&o.out));
+        assert_eq!(
+            g.code,
+            Some(code),
+            "gobgp {args:?} exit status:\n{}{}",
+            g.out,
+            g.err
+        );
+        assert!(
+            !g.out.trim().is_empty(),
+            "gobgp {args:?} printed nothing: {}",
+            g.err
+        );
         if gm == om && g.code == o.code {
             return g;
         }
         last = (
-            format!("gobgp (exit {:?}):\n{}", g.code, g.out),
-            format!("underroute (exit {:?}):\n{}", o.code, o.out),
+            format!("gobgp (exit {:?}):\n{}{}", g.code, g.out, g.err),
+            format!("underroute (exit {:?}):\n{}{}", o.code, o.out, o.err),
         );
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -239,7 +255,7 @@ socket = "{socket}"
     .expect("routes advertised");
 
     // The real client accepts every answer and shows the right state.
-    let g = same_output(&ns_us, &["global"]);
+    let g = same_output(&ns_us, &["global"], 0);
     assert_eq!(g.code, Some(0));
     assert!(
         g.out.contains("AS:        65001") && g.out.contains("10.0.0.9"),
@@ -247,7 +263,7 @@ socket = "{socket}"
         g.out
     );
 
-    let n = same_output(&ns_us, &["neighbor"]);
+    let n = same_output(&ns_us, &["neighbor"], 0);
     assert_eq!(n.code, Some(0));
     let lines: Vec<&str> = n.out.lines().collect();
     assert!(lines[0].starts_with("Peer"), "{}", n.out);
@@ -268,7 +284,7 @@ socket = "{socket}"
         n.out
     );
 
-    let d = same_output(&ns_us, &["neighbor", "10.0.1.1"]);
+    let d = same_output(&ns_us, &["neighbor", "10.0.1.1"], 0);
     assert_eq!(d.code, Some(0));
     assert!(
         d.out.contains("BGP state = ESTABLISHED, up for"),
@@ -288,7 +304,7 @@ socket = "{socket}"
         d.out
     );
 
-    let rib = same_output(&ns_us, &["global", "rib"]);
+    let rib = same_output(&ns_us, &["global", "rib"], 0);
     assert_eq!(rib.code, Some(0));
     let row = rib
         .out
@@ -303,31 +319,59 @@ socket = "{socket}"
     );
     assert!(rib.out.contains("10.9.0.0/16"), "{}", rib.out);
 
-    let rib6 = same_output(&ns_us, &["global", "rib", "-a", "ipv6"]);
+    let rib6 = same_output(&ns_us, &["global", "rib", "-a", "ipv6"], 0);
     assert_eq!(rib6.code, Some(0));
     assert!(rib6.out.contains("2001:db8:9::/48"), "{}", rib6.out);
 
-    let adj_in = same_output(&ns_us, &["neighbor", "10.0.1.1", "adj-in"]);
+    let adj_in = same_output(&ns_us, &["neighbor", "10.0.1.1", "adj-in"], 0);
     assert_eq!(adj_in.code, Some(0));
     assert!(adj_in.out.contains("10.1.0.0/24") && adj_in.out.contains("10.1.1.0/24"));
     assert!(!adj_in.out.contains("10.2.0.0/24"), "{}", adj_in.out);
     assert!(adj_in.out.starts_with("   ID  Network"), "{}", adj_in.out);
 
-    let adj_out = same_output(&ns_us, &["neighbor", "10.0.1.1", "adj-out"]);
+    let adj_out = same_output(&ns_us, &["neighbor", "10.0.1.1", "adj-out"], 0);
     assert_eq!(adj_out.code, Some(0));
     assert!(adj_out.out.contains("10.9.0.0/16") && adj_out.out.contains("10.2.0.0/24"));
 
-    same_output(&ns_us, &["global", "rib", "summary"]);
-    same_output(&ns_us, &["global", "rib", "10.1.0.0/16", "longer-prefixes"]);
-    same_output(
+    let summary = same_output(&ns_us, &["global", "rib", "summary"], 0);
+    assert!(summary.out.contains("Destination: "), "{}", summary.out);
+    let longer = same_output(
+        &ns_us,
+        &["global", "rib", "10.1.0.0/16", "longer-prefixes"],
+        0,
+    );
+    assert!(
+        longer.out.contains("10.1.0.0/24")
+            && longer.out.contains("10.1.1.0/24")
+            && !longer.out.contains("10.2.0.0/24"),
+        "{}",
+        longer.out
+    );
+    let shorter = same_output(
         &ns_us,
         &["global", "rib", "10.1.0.0/24", "shorter-prefixes"],
+        0,
     );
-    same_output(&ns_us, &["global", "rib", "10.1.0.77"]);
-    same_output(&ns_us, &["neighbor", "10.0.3.1"]);
-    let empty = same_output(&ns_us, &["global", "rib", "192.0.2.0/24"]);
+    assert!(
+        shorter.out.contains("10.1.0.0/24") && !shorter.out.contains("10.1.1.0/24"),
+        "{}",
+        shorter.out
+    );
+    let lookup = same_output(&ns_us, &["global", "rib", "10.1.0.77"], 0);
+    assert!(
+        lookup.out.contains("10.1.0.0/24") && !lookup.out.contains("10.1.1.0/24"),
+        "{}",
+        lookup.out
+    );
+    let never = same_output(&ns_us, &["neighbor", "10.0.3.1"], 0);
+    assert!(
+        never.out.contains("BGP neighbor is 10.0.3.1") && !never.out.contains("ESTABLISHED"),
+        "{}",
+        never.out
+    );
+    let empty = same_output(&ns_us, &["global", "rib", "192.0.2.0/24"], 0);
     assert_eq!(empty.out, "Network not in table\n");
-    let down = same_output(&ns_us, &["neighbor", "10.0.3.1", "adj-in"]);
+    let down = same_output(&ns_us, &["neighbor", "10.0.3.1", "adj-in"], 1);
     assert_eq!(down.code, Some(1));
     assert!(down.out.contains("not established"), "{}", down.out);
 
@@ -346,7 +390,7 @@ socket = "{socket}"
     ] {
         let mut j = args.to_vec();
         j.push("-j");
-        let r = same_output(&ns_us, &j);
+        let r = same_output(&ns_us, &j, 0);
         assert_eq!(r.code, Some(0), "{j:?}: {}", r.out);
         let v: serde_json::Value = serde_json::from_str(&r.out).expect("JSON output");
         if args == ["global", "rib"] {
@@ -358,7 +402,7 @@ socket = "{socket}"
 
     // Mutations are refused by default, to both clients alike.
     for cmd in ["softresetin", "reset", "disable", "enable"] {
-        let r = same_output(&ns_us, &["neighbor", "10.0.1.1", cmd]);
+        let r = same_output(&ns_us, &["neighbor", "10.0.1.1", cmd], 1);
         assert_eq!(r.code, Some(1));
         assert!(r.out.contains("PermissionDenied"), "{cmd}: {}", r.out);
     }
