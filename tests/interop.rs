@@ -1,7 +1,7 @@
 //! Our speaker against the reference implementations, gobgpd 3.10 and BIRD 2, in network
 //! namespaces: sessions in both families, routes both ways with their attributes, withdrawals,
 //! Bad Peer AS, hold timer expiry, TCP MD5 and graceful restart. Every scenario runs against
-//! both daemons.
+//! both daemons; FRR's bgpd (8.4) is a third peer for routes both ways in both families.
 //!
 //! Topology: namespace `u` (10.0.0.2, fd00::2) runs our speaker in-process; namespace `p`
 //! (10.0.0.1, fd00::1) runs the reference daemon. One session per family, each over its own
@@ -16,7 +16,7 @@ use underroute_bgp::speaker::{GracefulRestartConfig, PeerConfig, SpeakerConfig};
 use underroute_bgp::wire::{LargeCommunity, PathAttrs};
 use underroute_bgp::{Asn, RouterId};
 use underroute_testbed::{
-    link_pair, require_root, wait_until, Addrs, Bird, BirdConfig, BirdNeighbor, Family,
+    link_pair, require_root, wait_until, Addrs, Bird, BirdConfig, BirdNeighbor, Family, Frr,
     GobgpConfig, GobgpNeighbor, Gobgpd, Netns, NsSpeaker, Proc, RibEntry, RouteAttrs, StaticRoute,
 };
 
@@ -744,4 +744,143 @@ fn bird_two_octet_only_session_carries_four_octet_as_numbers_in_as4_path() {
         vec![OUR_AS, big.0],
         "BIRD rebuilt the 4-octet path from AS4_PATH"
     );
+}
+
+/// FRR's bgpd (eBGP, AS 65001) in the reference namespace: one session per family, announcing
+/// 192.0.2.0/24 and 2001:db8:f::/48 (MED 50, community 65001:100 by route map).
+const FRR_CONF: &str = "frr defaults datacenter
+hostname frr-peer
+!
+route-map TAG permit 10
+ set metric 50
+ set community 65001:100
+!
+router bgp 65001
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ no bgp default ipv4-unicast
+ no bgp network import-check
+ neighbor 10.0.0.2 remote-as 64512
+ neighbor 10.0.0.2 timers 3 9
+ neighbor fd00::2 remote-as 64512
+ neighbor fd00::2 timers 3 9
+ address-family ipv4 unicast
+  network 192.0.2.0/24 route-map TAG
+  neighbor 10.0.0.2 activate
+ exit-address-family
+ address-family ipv6 unicast
+  network 2001:db8:f::/48 route-map TAG
+  neighbor fd00::2 activate
+ exit-address-family
+!
+";
+
+#[test]
+fn frr_ebgp_routes_flow_both_ways_and_withdrawals_propagate() {
+    if !require_root("frr_ebgp_routes_flow_both_ways_and_withdrawals_propagate") {
+        return;
+    }
+    let ns_us = Netns::new("ifru").expect("our namespace");
+    let ns_peer = Netns::new("ifrp").expect("FRR namespace");
+    link_pair(
+        &ns_us,
+        &ns_peer,
+        Addrs::new("10.0.0.2", "fd00::2"),
+        Addrs::new("10.0.0.1", "fd00::1"),
+    )
+    .expect("veth between the namespaces");
+    let frr = Frr::start(&ns_peer, FRR_CONF).expect("start bgpd");
+    let us = NsSpeaker::start(
+        &ns_us,
+        SpeakerConfig {
+            asn: Asn(OUR_AS),
+            router_id: RouterId("10.0.0.2".parse().expect("literal")),
+            listen: vec![
+                SocketAddr::new(ip("0.0.0.0"), 179),
+                SocketAddr::new(ip("::"), 179),
+            ],
+            cluster_id: None,
+            graceful_restart: None,
+            hostname: Some("underroute-test".into()),
+        },
+    )
+    .expect("start our speaker");
+    for (_, theirs, family) in SESSIONS {
+        let mut pc = PeerConfig::new(ip(theirs), Asn(EBGP_AS));
+        pc.families = vec![match family {
+            Family::Ipv4 => underroute_bgp::Family::Ipv4Unicast,
+            Family::Ipv6 => underroute_bgp::Family::Ipv6Unicast,
+        }];
+        pc.hold_time = 9;
+        pc.connect_retry = Duration::from_secs(1);
+        let s = us.handle();
+        us.run(async move { s.add_peer(pc).await })
+            .expect("add peer");
+    }
+    for (ours, theirs, _) in SESSIONS {
+        us.wait_established(ip(theirs), Duration::from_secs(30))
+            .expect("our session up");
+        frr.wait_established(ip(ours), Duration::from_secs(10))
+            .expect("FRR's session up");
+    }
+
+    // Theirs -> ours, with FRR's route-map attributes.
+    for (prefix, nh) in [("192.0.2.0/24", "10.0.0.1"), ("2001:db8:f::/48", "fd00::1")] {
+        let (r, _) = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            us.best_route(net(prefix))
+        })
+        .unwrap_or_else(|e| panic!("{prefix} from FRR: {e}"));
+        assert_eq!(r.nexthop, Some(ip(nh)), "{prefix}: next hop");
+        assert_eq!(r.as_path, vec![EBGP_AS], "{prefix}: AS path");
+        assert_eq!(r.med, Some(50), "{prefix}: MED");
+        assert_eq!(r.communities, vec![(65001, 100)], "{prefix}: community");
+    }
+
+    // Ours -> theirs: next-hop-self and our AS prepended.
+    let mine = [
+        ("10.233.64.0/24", Family::Ipv4, "10.0.0.2"),
+        ("2001:db8:64::/64", Family::Ipv6, "fd00::2"),
+    ];
+    let routes: Vec<(IpNet, PathAttrs)> = mine
+        .iter()
+        .map(|(p, _, _)| (net(p), PathAttrs::default()))
+        .collect();
+    let s = us.handle();
+    us.run(async move { s.originate(routes).await })
+        .expect("originate");
+    for (prefix, family, nh) in mine {
+        let r = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+            frr.rib(family)
+                .ok()?
+                .into_iter()
+                .find(|r| r.prefix == net(prefix))
+        })
+        .unwrap_or_else(|e| panic!("FRR never learned {prefix}: {e}"));
+        assert_eq!(r.nexthop, Some(ip(nh)), "{prefix}: next hop at FRR");
+        // (Not FRR's best path: bgpd runs without zebra here, so it cannot resolve the next
+        // hops it learns; the table entry with our attributes is what the session carried.)
+        assert_eq!(r.as_path, vec![OUR_AS], "{prefix}: AS path at FRR");
+    }
+
+    // Withdrawals, both directions.
+    frr.configure(&[
+        "router bgp 65001",
+        "address-family ipv4 unicast",
+        "no network 192.0.2.0/24 route-map TAG",
+    ])
+    .expect("FRR withdraws");
+    wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        us.best_route(net("192.0.2.0/24")).is_none().then_some(())
+    })
+    .expect("FRR's withdrawal reached us");
+    let gone: Vec<IpNet> = mine.iter().map(|(p, _, _)| net(p)).collect();
+    let s = us.handle();
+    us.run(async move { s.withdraw(gone).await })
+        .expect("withdraw");
+    for (prefix, _, _) in mine {
+        wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+            (!frr.has_route(net(prefix))).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("our withdrawal of {prefix} never reached FRR: {e}"));
+    }
 }
