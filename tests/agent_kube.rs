@@ -9,9 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use underroute_testbed::apiserver::{self, FakeApiServer};
+use underroute_testbed::fabric::InCluster;
 use underroute_testbed::fabric::{
     ping_once, standard_mesh, wait_converged, Fabric, MeshNode, NodeSpec,
 };
+use underroute_testbed::incluster::ServiceAccount;
 use underroute_testbed::{require_root, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underroute");
@@ -31,16 +33,42 @@ struct KubeLab {
 impl KubeLab {
     /// `n` nodes registered and started, `spare` more specs kept for nodes that join later.
     fn new(tag: &str, n: usize, spare: usize) -> KubeLab {
+        KubeLab::build(tag, n, spare, false, |_| {})
+    }
+
+    /// The same, with `before` run on the API server before any agent starts, and with
+    /// `in_cluster` the agents configured the way a pod is (service account, TLS, no
+    /// kubeconfig) instead of by a kubeconfig over plain HTTP.
+    fn build(
+        tag: &str,
+        n: usize,
+        spare: usize,
+        in_cluster: bool,
+        before: impl FnOnce(&FakeApiServer),
+    ) -> KubeLab {
         let (specs, mut mesh) = standard_mesh((n + spare) as u8);
         let fabric = Fabric::new(tag).expect("fabric");
         let api = FakeApiServer::new();
         let listener = fabric
             .listen_tcp(API, 24)
             .expect("API listener in the fabric");
-        let addr = api.serve(listener).expect("serve");
-        let kubeconfig = fabric.netns().dir().join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig, addr).expect("kubeconfig");
-        mesh.kubeconfig = Some(kubeconfig);
+        if in_cluster {
+            let sa = ServiceAccount::new(std::net::IpAddr::V4(*API.ip())).expect("service account");
+            api.require_token(sa.token());
+            let addr = api
+                .serve_tls(listener, sa.server_config().expect("TLS config"))
+                .expect("serve over TLS");
+            mesh.in_cluster = Some(InCluster {
+                service_account: std::sync::Arc::new(sa),
+                server: addr,
+            });
+        } else {
+            let addr = api.serve(listener).expect("serve");
+            let kubeconfig = fabric.netns().dir().join("kubeconfig");
+            api.write_kubeconfig(&kubeconfig, addr).expect("kubeconfig");
+            mesh.kubeconfig = Some(kubeconfig);
+        }
+        before(&api);
         let mut lab = KubeLab {
             nodes: Vec::new(),
             spares: specs[n..].to_vec(),
@@ -399,6 +427,132 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
             }
         }
     }
+    lab.alive();
+}
+
+#[test]
+fn kube_mode_in_cluster_reads_the_service_account_and_talks_tls_with_its_token() {
+    // The agent as a DaemonSet pod runs it: `--kube`, no kubeconfig, KUBERNETES_SERVICE_HOST
+    // and _PORT set, the service account's ca.crt, token and namespace at
+    // /var/run/secrets/kubernetes.io/serviceaccount (a private mount of the test's own), an
+    // API server with a certificate of that CA that refuses requests without the token.
+    if !require_root("kube_mode_in_cluster_reads_the_service_account_and_talks_tls_with_its_token")
+    {
+        return;
+    }
+    let mut lab = KubeLab::build("k3", 2, 0, true, |_| {});
+    lab.converge();
+    lab.wait_metric(
+        "node1",
+        "underroute_kubernetes_watch_up{resource=\"nodes\"} 1",
+    );
+    let (from, to) = (lab.node("node1"), lab.node("node2"));
+    assert!(
+        ping_once(&from.pod, to.pod_ip()),
+        "pods cannot reach each other"
+    );
+    let requests = lab.api.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("GET /api/v1/nodes")),
+        "{requests:?}"
+    );
+    lab.alive();
+}
+
+#[test]
+fn kube_mode_reads_paged_lists_keeps_terminating_pods_and_survives_a_hung_api_server() {
+    if !require_root(
+        "kube_mode_reads_paged_lists_keeps_terminating_pods_and_survives_a_hung_api_server",
+    ) {
+        return;
+    }
+    // More pods on node1 than kube-rs asks for in one page (500), the underlay pod last in
+    // list order: its route can only come from the second page.
+    let mut lab = KubeLab::build("k4", 2, 0, false, |api| {
+        for i in 0..600 {
+            let ip = format!("10.233.64.{}", 10 + i % 200);
+            api.apply(apiserver::pod(
+                "default",
+                &format!("filler-{i:03}"),
+                "node1",
+                &[&ip],
+                false,
+            ))
+            .expect("apply pod");
+        }
+        api.apply(apiserver::pod(
+            "default",
+            "zz-underlay",
+            "node1",
+            &["192.168.50.121"],
+            false,
+        ))
+        .expect("apply pod");
+    });
+    lab.converge();
+    lab.wait_route(&["node2"], "192.168.50.121 via 192.168.50.50", true);
+    let requests = lab.api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/pods?") && r.contains("continue=")),
+        "node1 never asked for a second page of pods: {requests:?}"
+    );
+
+    // Graceful deletion: the pod is terminating (deletionTimestamp set) but still runs, so its
+    // route stays until the object is gone.
+    lab.api
+        .begin_delete("Pod", Some("default"), "zz-underlay", 30)
+        .expect("begin delete");
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            lab.node("node2")
+                .kernel_routes()
+                .contains("192.168.50.121 via 192.168.50.50"),
+            "a terminating pod's route went before the pod"
+        );
+    }
+    lab.api
+        .delete("Pod", Some("default"), "zz-underlay")
+        .expect("delete");
+    lab.wait_route(&["node2"], "192.168.50.121", false);
+
+    // A hung API server: connections accepted, nothing answered, open watches silent. Routing
+    // stays as it was; once the server answers again the agents give up on the silent watch
+    // (bounded by the watch timeout) and catch up with what changed meanwhile.
+    let sessions_before = sessions(lab.node("node2"));
+    lab.api.hang();
+    lab.api
+        .apply(apiserver::pod(
+            "default",
+            "while-hung",
+            "node1",
+            &["192.168.50.122"],
+            false,
+        ))
+        .expect("apply pod");
+    std::thread::sleep(Duration::from_secs(3));
+    lab.converge();
+    assert!(!lab.node("node2").kernel_routes().contains("192.168.50.122"));
+    lab.api.unhang();
+    let res = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+        lab.node("node2")
+            .kernel_routes()
+            .contains("192.168.50.122 via 192.168.50.50")
+            .then_some(())
+    });
+    if let Err(e) = res {
+        for n in &lab.nodes {
+            n.ns.dump_logs();
+        }
+        panic!("the agents never caught up after the hung API server: {e}");
+    }
+    assert_eq!(
+        sessions(lab.node("node2")),
+        sessions_before,
+        "a session flapped"
+    );
     lab.alive();
 }
 

@@ -24,6 +24,16 @@ use tokio::sync::{watch, Notify};
 
 use super::{ClusterState, NodeInfo, NodeSettings, PodInfo};
 
+/// The API server ends each watch after this long and the watcher starts a new one from where
+/// it was. kube-rs also gives up on a watch that stays silent for this plus 5 s: that bounds how
+/// long a hung API server (connections open, nothing sent) goes unnoticed, which the default
+/// (290 s) would stretch to five minutes of stale routing state.
+const WATCH_TIMEOUT_S: u32 = 60;
+/// Read timeout on every API connection, so a request whose answer never comes (a hung API
+/// server that still accepts connections) fails and is retried instead of waiting forever.
+/// Longer than a watch may be silent ([`WATCH_TIMEOUT_S`]).
+const READ_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// Errors reaching the cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -117,6 +127,8 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
         }
         None => kube::Config::infer().await?,
     };
+    let mut config = config;
+    config.read_timeout = Some(READ_TIMEOUT);
     Ok(Client::try_from(config)?)
 }
 
@@ -132,14 +144,19 @@ pub fn watch(
     let changed = Arc::new(Notify::new());
     let node_stream = reflector::reflector(
         nodes_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().timeout(WATCH_TIMEOUT_S),
+        ),
     )
     .default_backoff();
     let pod_stream = reflector::reflector(
         pods_writer,
         watcher(
             Api::<Pod>::all(client),
-            watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
+            watcher::Config::default()
+                .timeout(WATCH_TIMEOUT_S)
+                .fields(&format!("spec.nodeName={node_name}")),
         ),
     )
     .default_backoff();

@@ -7,11 +7,17 @@
 //! unmodified `kube::Client` works against it over plain HTTP, and a test can kill it, compact its
 //! history and restart it on the same address to drive the watcher's recovery paths.
 //!
+//! Plain HTTP for a kubeconfig ([`FakeApiServer::serve`]), or TLS with a bearer token for the
+//! in-cluster configuration ([`FakeApiServer::serve_tls`], [`FakeApiServer::require_token`],
+//! certificates and service account from [`crate::incluster`]).
+//!
 //! What it implements (GET only):
 //! - `/api/v1/nodes`, `/api/v1/pods`, `/api/v1/namespaces/{ns}/pods` and single objects below them.
-//! - List: all matching items at the current resource version (`limit`/`continue` ignored: one
-//!   page, no continue token). `resourceVersionMatch=Exact` rebuilds the state at that version
-//!   from history, or answers 410 Expired once it is compacted.
+//! - List: all matching items at the current resource version, in pages of `limit` items with a
+//!   `continue` token when asked (later pages show the list's resource version, as etcd's
+//!   snapshot does; a token from before a compaction gets 410 Expired).
+//!   `resourceVersionMatch=Exact` rebuilds the state at that version from history, or answers
+//!   410 Expired once it is compacted.
 //! - Watch (`watch=true|1`): replay of history after `resourceVersion` (or synthetic ADDED events of
 //!   the current state when it is absent or "0"), then live events, BOOKMARKs every second when
 //!   `allowWatchBookmarks=true`, end after `timeoutSeconds` (default 300 s, at most 3600 s). A
@@ -21,6 +27,14 @@
 //! - `fieldSelector`: `metadata.name`, `metadata.namespace`, `spec.nodeName`, `status.phase`
 //!   with `=`, `==`, `!=`, comma-joined. `labelSelector`: the equality-based forms only
 //!   (`k=v`, `k==v`, `k!=v`, `k`, `!k`); set-based (`in`, `notin`) answer 400.
+//!
+//! - Graceful deletion ([`FakeApiServer::begin_delete`]): `metadata.deletionTimestamp` and
+//!   `deletionGracePeriodSeconds` are set (a MODIFIED event) and the object stays until
+//!   [`FakeApiServer::delete`] removes it, as the kubelet confirms a pod's end.
+//! - A hung server ([`FakeApiServer::hang`]): connections are still accepted, but no request is
+//!   answered and open watch streams go silent (no events, no bookmarks), as when the apiserver
+//!   or its etcd stalls behind a load balancer that keeps accepting; [`FakeApiServer::unhang`]
+//!   answers new requests again (the silent streams stay silent: the client must give up on them).
 //!
 //! Resource versions come from one global counter, like etcd's revision. The server runs on its own
 //! thread with its own tokio runtime, so plain synchronous test code can drive it, and `stop()`
@@ -103,6 +117,10 @@ struct Shared {
     store: Mutex<Store>,
     /// Wakes watch streams: carries the newest resource version.
     rv_tx: watch::Sender<u64>,
+    /// True while the server is hung (see [`FakeApiServer::hang`]).
+    hung: watch::Sender<bool>,
+    /// The bearer token every request must carry, if any (401 otherwise).
+    token: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -142,6 +160,8 @@ impl FakeApiServer {
             shared: Arc::new(Shared {
                 store: Mutex::new(Store::default()),
                 rv_tx: watch::channel(0).0,
+                hung: watch::channel(false).0,
+                token: Mutex::new(None),
             }),
             running: Mutex::new(None),
         }
@@ -154,6 +174,31 @@ impl FakeApiServer {
     /// same address: std sets SO_REUSEADDR on Unix, so the old connections in TIME_WAIT don't block
     /// the bind.
     pub fn serve(&self, listener: TcpListener) -> Result<SocketAddr, String> {
+        self.serve_with(listener, None)
+    }
+
+    /// Like [`FakeApiServer::serve`], over TLS with `config` (a certificate the client's CA
+    /// signed, e.g. [`crate::incluster::ServiceAccount::server_config`]), as a real apiserver
+    /// always is.
+    pub fn serve_tls(
+        &self,
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Result<SocketAddr, String> {
+        self.serve_with(listener, Some(tokio_rustls::TlsAcceptor::from(config)))
+    }
+
+    /// From now on every request must carry `Authorization: Bearer TOKEN` (401 otherwise), as
+    /// a service account's token is checked.
+    pub fn require_token(&self, token: &str) {
+        *self.shared.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.to_string());
+    }
+
+    fn serve_with(
+        &self,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Result<SocketAddr, String> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if running.is_some() {
             return Err("fake apiserver: already serving".into());
@@ -180,7 +225,7 @@ impl FakeApiServer {
                         return;
                     }
                 };
-                rt.block_on(accept_loop(shared, listener, stop_rx, ready_tx));
+                rt.block_on(accept_loop(shared, listener, tls, stop_rx, ready_tx));
                 // Dropping the runtime drops every connection and watch task: clients see all of
                 // them close at once, as when a real apiserver dies.
                 drop(rt);
@@ -314,6 +359,58 @@ impl FakeApiServer {
         Ok(rv)
     }
 
+    /// Starts a graceful deletion: sets `metadata.deletionTimestamp` (now plus `grace_seconds`)
+    /// and `metadata.deletionGracePeriodSeconds`; watchers get MODIFIED. The object stays until
+    /// [`FakeApiServer::delete`]. Returns the new resource version.
+    pub fn begin_delete(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        grace_seconds: u64,
+    ) -> Result<u64, String> {
+        let kind = Kind::parse(kind)?;
+        let namespace = match kind {
+            Kind::Node => "",
+            Kind::Pod => namespace.unwrap_or("default"),
+        };
+        let key = (kind, namespace.to_string(), name.to_string());
+        let mut store = self.shared.lock();
+        let before = store
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| format!("fake apiserver: {key:?} not found"))?;
+        let rv = store.rv + 1;
+        let mut object = before.clone();
+        let meta = &mut object["metadata"];
+        meta["deletionTimestamp"] = json!(rfc3339_in(grace_seconds));
+        meta["deletionGracePeriodSeconds"] = json!(grace_seconds);
+        meta["resourceVersion"] = json!(rv.to_string());
+        store.objects.insert(key.clone(), object.clone());
+        store.record(Change {
+            rv,
+            key,
+            before: Some(before),
+            object,
+            deleted: false,
+        });
+        drop(store);
+        self.shared.rv_tx.send_replace(rv);
+        Ok(rv)
+    }
+
+    /// "API server hung": from now on requests are accepted and never answered, and open watch
+    /// streams send nothing more. The store keeps changing with `apply`/`delete`.
+    pub fn hang(&self) {
+        self.shared.hung.send_replace(true);
+    }
+
+    /// Answers new requests again. Streams silenced by [`FakeApiServer::hang`] stay silent.
+    pub fn unhang(&self) {
+        self.shared.hung.send_replace(false);
+    }
+
     /// Every request seen, as `METHOD path?query` (query exactly as sent, still percent-encoded).
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
@@ -406,9 +503,16 @@ pub fn pod(
 }
 
 fn now_rfc3339() -> String {
-    // Seconds precision, as the apiserver writes creationTimestamp.
+    rfc3339_in(0)
+}
+
+/// Now plus `seconds`, at seconds precision, as the apiserver writes its timestamps.
+fn rfc3339_in(seconds: u64) -> String {
     let now = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+    let later = now
+        .as_second()
+        .saturating_add(i64::try_from(seconds).unwrap_or(0));
+    k8s_openapi::jiff::Timestamp::from_second(later)
         .map(|t| t.to_string())
         .unwrap_or_default()
 }
@@ -416,6 +520,7 @@ fn now_rfc3339() -> String {
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: oneshot::Receiver<()>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
@@ -434,10 +539,22 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let shared = shared.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
                         let conn = hyper::server::conn::http1::Builder::new();
-                        let _ = conn.serve_connection(TokioIo::new(stream), service).await;
+                        match tls {
+                            // A failed handshake (a client that does not trust the CA) just
+                            // ends the connection, as a real server's does.
+                            Some(tls) => {
+                                if let Ok(stream) = tls.accept(stream).await {
+                                    let _ = conn.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                            }
+                            None => {
+                                let _ = conn.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
                     });
                 }
                 // E.g. EMFILE: back off instead of spinning.
@@ -457,6 +574,29 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .lock()
         .requests
         .push(format!("{} {target}", req.method()));
+    // Hung: never answer. The connection stays open until the client gives up or the server
+    // stops.
+    if *shared.hung.borrow() {
+        std::future::pending::<()>().await;
+    }
+    let token = shared
+        .token
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(token) = token {
+        let sent = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if sent != Some(format!("Bearer {token}").as_str()) {
+            let code = StatusCode::UNAUTHORIZED;
+            return Ok(json_response(
+                code,
+                status_json(code.as_u16(), "Unauthorized", "Unauthorized").to_string(),
+            ));
+        }
+    }
     Ok(
         respond(&shared, &req).unwrap_or_else(|Failure(code, reason, message)| {
             json_response(
@@ -549,13 +689,53 @@ fn respond(shared: &Arc<Shared>, req: &Request<Incoming>) -> Result<Response<Bod
         );
         return Ok(response);
     }
+    let limit = match q("limit").unwrap_or("") {
+        "" | "0" => None,
+        l => Some(
+            l.parse::<usize>()
+                .map_err(|_| bad(format!("invalid limit {l:?}")))?,
+        ),
+    };
+    let page = match q("continue").unwrap_or("") {
+        "" => None,
+        token => Some(
+            Continue::parse(token)
+                .ok_or_else(|| bad(format!("continue key is not valid: {token:?}")))?,
+        ),
+    };
     list(
         shared,
         kind,
         &selector,
         rv,
         q("resourceVersionMatch") == Some("Exact"),
+        limit,
+        page,
     )
+}
+
+/// Where the next page of a list starts: the list's resource version and the last key sent.
+/// Encoded as `rv/namespace/name` (the kind is the request's).
+struct Continue {
+    rv: u64,
+    namespace: String,
+    name: String,
+}
+
+impl Continue {
+    fn encode(&self) -> String {
+        format!("{}/{}/{}", self.rv, self.namespace, self.name)
+    }
+
+    fn parse(token: &str) -> Option<Continue> {
+        let mut parts = token.splitn(3, '/');
+        let rv = parts.next()?.parse().ok()?;
+        Some(Continue {
+            rv,
+            namespace: parts.next()?.to_string(),
+            name: parts.next()?.to_string(),
+        })
+    }
 }
 
 fn list(
@@ -564,8 +744,21 @@ fn list(
     selector: &Selector,
     rv: Option<u64>,
     exact: bool,
+    limit: Option<usize>,
+    page: Option<Continue>,
 ) -> Result<Response<Body>, Failure> {
     let store = shared.lock();
+    // A later page is served from the first page's snapshot, like etcd's.
+    let (rv, exact) = match &page {
+        Some(c) if c.rv < store.compacted => {
+            let message = "The provided continue parameter is too old to display a consistent \
+                           list result. You can start a new list without the continue parameter."
+                .to_string();
+            return Err(fail(StatusCode::GONE, "Expired", message));
+        }
+        Some(c) => (Some(c.rv), c.rv < store.rv),
+        None => (rv, exact),
+    };
     let undone;
     let (objects, list_rv) = match rv {
         Some(x) if x > store.rv => {
@@ -590,16 +783,36 @@ fn list(
         }
         _ => (&store.objects, store.rv),
     };
-    let items: Vec<&Value> = objects
+    let matching = objects
         .iter()
         .filter(|(key, object)| key.0 == kind && selector.matches(object))
-        .map(|(_, o)| o)
-        .collect();
+        .filter(|(key, _)| match &page {
+            Some(c) => (key.1.as_str(), key.2.as_str()) > (c.namespace.as_str(), c.name.as_str()),
+            None => true,
+        });
+    let mut items: Vec<(&Key, &Value)> = Vec::new();
+    let mut more = false;
+    for (key, object) in matching {
+        if limit.is_some_and(|l| items.len() >= l) {
+            more = true;
+            break;
+        }
+        items.push((key, object));
+    }
+    let mut metadata = json!({ "resourceVersion": list_rv.to_string() });
+    if let (true, Some((last, _))) = (more, items.last()) {
+        let token = Continue {
+            rv: list_rv,
+            namespace: last.1.clone(),
+            name: last.2.clone(),
+        };
+        metadata["continue"] = json!(token.encode());
+    }
     let list = json!({
         "kind": format!("{}List", kind.name()),
         "apiVersion": "v1",
-        "metadata": { "resourceVersion": list_rv.to_string() },
-        "items": items,
+        "metadata": metadata,
+        "items": items.iter().map(|(_, o)| o).collect::<Vec<_>>(),
     });
     Ok(json_response(StatusCode::OK, list.to_string()))
 }
@@ -619,6 +832,7 @@ async fn watch_stream(
         tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
     bookmark_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rv_rx = shared.rv_tx.subscribe();
+    let mut hung = shared.hung.subscribe();
     let mut lines = Vec::new();
     let mut cursor = match from {
         // "Any" or "most recent": the current state as synthetic ADDED events, then changes.
@@ -636,6 +850,14 @@ async fn watch_stream(
         Some(x) => x,
     };
     loop {
+        if *hung.borrow_and_update() {
+            // Silent for good: the stream neither ends nor sends, until the client gives up
+            // (or the server stops).
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = std::future::pending::<()>() => {}
+            }
+        }
         // Mark the newest version seen before reading the store, so no wake-up is lost.
         rv_rx.borrow_and_update();
         let mut expired = false;
@@ -672,6 +894,7 @@ async fn watch_stream(
         tokio::select! {
             _ = &mut deadline => return,
             _ = tx.closed() => return,
+            _ = hung.changed() => {}
             changed = rv_rx.changed() => if changed.is_err() { return },
             _ = bookmark_tick.tick(), if bookmarks => {
                 let mark = json!({ "kind": kind.name(), "apiVersion": "v1", "metadata": { "resourceVersion": cursor.to_string() } });
@@ -878,14 +1101,23 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(20);
 
     async fn client(server: &FakeApiServer, addr: SocketAddr) -> kube::Client {
+        client_with(server, addr, None).await
+    }
+
+    async fn client_with(
+        server: &FakeApiServer,
+        addr: SocketAddr,
+        read_timeout: Option<Duration>,
+    ) -> kube::Client {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
         server.write_kubeconfig(&path, addr).unwrap();
         let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
         let options = kube::config::KubeConfigOptions::default();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .unwrap();
+        config.read_timeout = read_timeout;
         kube::Client::try_from(config).unwrap()
     }
 
@@ -1091,6 +1323,120 @@ mod tests {
             .filter(|r| r.starts_with("GET /api/v1/nodes?") && !r.contains("watch="))
             .count();
         assert!(lists >= 2, "{:?}", server.requests());
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn lists_come_in_pages_with_continue_tokens() {
+        let server = FakeApiServer::new();
+        let addr = serve_local(&server);
+        for i in 0..5 {
+            server
+                .apply(node(&format!("n{i}"), "10.0.0.1", &[], &[]))
+                .unwrap();
+        }
+        let (code, body) = raw_get(addr, "/api/v1/nodes?limit=2").await;
+        let first: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(first["items"].as_array().unwrap().len(), 2);
+        let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+        // A change between pages does not show in the later pages (one snapshot).
+        server.apply(node("n9", "10.0.0.9", &[], &[])).unwrap();
+        let mut names: Vec<String> = Vec::new();
+        let mut next = Some(token);
+        while let Some(t) = next {
+            let (_, body) = raw_get(addr, &format!("/api/v1/nodes?limit=2&continue={t}")).await;
+            let page: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                page["metadata"]["resourceVersion"],
+                first["metadata"]["resourceVersion"]
+            );
+            for item in page["items"].as_array().unwrap() {
+                names.push(item["metadata"]["name"].as_str().unwrap().to_string());
+            }
+            next = page["metadata"]["continue"].as_str().map(str::to_string);
+        }
+        assert_eq!(names, ["n2", "n3", "n4"]);
+        // A token from before a compaction is too old.
+        server.compact();
+        let token = first["metadata"]["continue"].as_str().unwrap();
+        let (code, _) = raw_get(addr, &format!("/api/v1/nodes?limit=2&continue={token}")).await;
+        assert_eq!(code, 410);
+
+        // kube-rs follows the tokens.
+        let (store, task) = reflect(
+            Api::<Node>::all(client(&server, addr).await),
+            watcher::Config::default().page_size(2),
+        );
+        wait_for("6 nodes in pages of 2", || store.state().len() == 6).await;
+        let paged = server
+            .requests()
+            .iter()
+            .filter(|r| r.contains("limit=2") && r.contains("continue="))
+            .count();
+        assert!(paged >= 2, "{:?}", server.requests());
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn graceful_deletion_marks_then_removes() {
+        let server = FakeApiServer::new();
+        let addr = serve_local(&server);
+        server
+            .apply(pod("default", "a", "n1", &["10.1.1.5"], false))
+            .unwrap();
+        let (store, task) = reflect(
+            Api::<Pod>::all(client(&server, addr).await),
+            watcher::Config::default(),
+        );
+        wait_for("pod a", || names(&store) == ["a"]).await;
+        server.begin_delete("Pod", None, "a", 30).unwrap();
+        let terminating = || {
+            store
+                .get(&ObjectRef::new("a").within("default"))
+                .is_some_and(|p| {
+                    p.metadata.deletion_timestamp.is_some()
+                        && p.metadata.deletion_grace_period_seconds == Some(30)
+                })
+        };
+        wait_for("pod a terminating", terminating).await;
+        assert_eq!(names(&store), ["a"]);
+        server.delete("Pod", None, "a").unwrap();
+        wait_for("pod a gone", || names(&store).is_empty()).await;
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_hung_server_silences_watches_until_the_client_gives_up() {
+        let server = FakeApiServer::new();
+        let addr = serve_local(&server);
+        server.apply(node("n1", "10.0.0.1", &[], &[])).unwrap();
+        // timeoutSeconds=1: kube-rs gives up on a watch stream that is silent for 1 + 5 s; a
+        // request whose answer never starts needs the client's read timeout.
+        let (store, task) = reflect(
+            Api::<Node>::all(client_with(&server, addr, Some(Duration::from_secs(3))).await),
+            watcher::Config::default().timeout(1),
+        );
+        wait_for("n1", || names(&store) == ["n1"]).await;
+        wait_for("a watch", || {
+            server.requests().iter().any(|r| r.contains("watch=true"))
+        })
+        .await;
+        server.hang();
+        server.apply(node("n2", "10.0.0.2", &[], &[])).unwrap();
+        // Accepted, never answered.
+        let unanswered =
+            tokio::time::timeout(Duration::from_secs(1), raw_get(addr, "/api/v1/nodes")).await;
+        assert!(unanswered.is_err(), "a hung server answered");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(names(&store), ["n1"], "a silent watch delivered a change");
+        // Answering again does not revive the silent requests: only the client giving up on
+        // them (idle or read timeout, then a new list and watch) brings n2.
+        server.unhang();
+        wait_for("n2 after the idle timeout", || {
+            names(&store) == ["n1", "n2"]
+        })
+        .await;
         task.abort();
     }
 

@@ -168,6 +168,27 @@ pub struct MeshSpec {
     /// Kubernetes mode with this kubeconfig: the agents take their router id, pod CIDRs and
     /// peers from the API server (Node objects), not from the file.
     pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode the in-cluster way instead (`--kube`, no kubeconfig): the service
+    /// account mounted where kube-rs looks, the API server at this address over TLS.
+    pub in_cluster: Option<InCluster>,
+}
+
+/// A service account and the API server address, for agents started in-cluster style.
+#[derive(Clone)]
+pub struct InCluster {
+    pub service_account: std::sync::Arc<super::incluster::ServiceAccount>,
+    pub server: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for InCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "InCluster({}, {})",
+            self.service_account.dir().display(),
+            self.server
+        )
+    }
 }
 
 /// The agent config of `node` in `mesh`: a full iBGP mesh from static peers (or in Kubernetes
@@ -181,7 +202,7 @@ pub fn agent_config(node: &NodeSpec, mesh: &MeshSpec, registry: &Path, socket: &
             .join(", ")
     };
     let mut s = String::new();
-    let kube = mesh.kubeconfig.is_some();
+    let kube = mesh.kubeconfig.is_some() || mesh.in_cluster.is_some();
     let _ = writeln!(s, "[node]");
     let _ = writeln!(s, "asn = {}", mesh.asn);
     if !kube {
@@ -217,6 +238,7 @@ pub struct MeshNode {
     bin: PathBuf,
     config: PathBuf,
     kubeconfig: Option<PathBuf>,
+    in_cluster: Option<InCluster>,
     pub registry_dir: PathBuf,
     pub api_socket: PathBuf,
     pub pod: Netns,
@@ -264,6 +286,7 @@ impl MeshNode {
             bin: bin.to_path_buf(),
             config,
             kubeconfig: mesh.kubeconfig.clone(),
+            in_cluster: mesh.in_cluster.clone(),
             registry_dir,
             api_socket,
             pod,
@@ -288,6 +311,13 @@ impl MeshNode {
             .map(|k| k.to_string_lossy().into_owned());
         if let Some(k) = &kubeconfig {
             args.extend(["--kubeconfig", k, "--node-name", &self.spec.name]);
+        }
+        if let Some(ic) = &self.in_cluster {
+            args.extend(["--kube", "--node-name", &self.spec.name]);
+            let (program, argv) = ic.service_account.command(ic.server, &bin, &args);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            self.agent = Some(self.ns.spawn(&program, &argv, &log)?);
+            return Ok(());
         }
         self.agent = Some(self.ns.spawn(&bin, &args, &log)?);
         Ok(())
@@ -375,6 +405,7 @@ pub fn standard_mesh(n: u8) -> (Vec<NodeSpec>, MeshSpec) {
         underlay_ranges: vec![Ipv4Net::new(Ipv4Addr::new(192, 168, 50, 0), 24).unwrap_or_default()],
         peers: specs.iter().map(|s| s.address).collect(),
         kubeconfig: None,
+        in_cluster: None,
     };
     (specs, mesh)
 }

@@ -11,7 +11,9 @@ pub mod apiserver;
 pub mod bird;
 pub mod cni;
 pub mod fabric;
+pub mod frr;
 pub mod gobgp;
+pub mod incluster;
 pub mod iproute;
 pub mod netns;
 pub mod routemon;
@@ -20,6 +22,7 @@ pub mod tor;
 pub mod wait;
 
 pub use bird::{Bird, BirdConfig, BirdNeighbor, StaticRoute};
+pub use frr::Frr;
 pub use gobgp::{GobgpConfig, GobgpNeighbor, Gobgpd};
 pub use netns::{link_pair, Addrs, Netns, Proc, VethPair};
 pub use routemon::{RouteEvent, RouteMonitor};
