@@ -392,25 +392,35 @@ fn api_server_outage_keeps_routes_and_a_restart_with_410_gone_catches_up() {
     let (from, to) = (lab.node("node1"), lab.node("node2"));
     assert!(ping_once(&from.pod, to.pod_ip()), "pods lost each other");
     // Since the restart: every agent (node3's still runs, its Node is gone) resumed its Node
-    // watch from a version the server no longer has, got 410 Gone, and listed again.
-    let after = lab.api.requests().split_off(requests_at_restart);
-    let stale_watches = after
-        .iter()
-        .filter(|r| r.starts_with("GET /api/v1/nodes?"))
-        .filter(|r| {
-            let q = query(r);
-            q.contains_key("watch")
-                && q.get("resourceVersion")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_some_and(|v| v < compacted)
-        })
-        .count();
-    let relists = after
-        .iter()
-        .filter(|r| r.starts_with("GET /api/v1/nodes") && !r.contains("watch="))
-        .count();
+    // watch from a version the server no longer has, got 410 Gone, and listed again. Each
+    // agent does so at its own pace (node3's is waited for by nothing above), so the count is
+    // waited for, bounded.
+    let count = || {
+        let after = lab.api.requests().split_off(requests_at_restart);
+        let stale_watches = after
+            .iter()
+            .filter(|r| r.starts_with("GET /api/v1/nodes?"))
+            .filter(|r| {
+                let q = query(r);
+                q.contains_key("watch")
+                    && q.get("resourceVersion")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|v| v < compacted)
+            })
+            .count();
+        let relists = after
+            .iter()
+            .filter(|r| r.starts_with("GET /api/v1/nodes") && !r.contains("watch="))
+            .count();
+        (stale_watches, relists, after)
+    };
+    let caught_up = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let (stale, relists, _) = count();
+        (stale >= 3 && relists >= 3).then_some(())
+    });
+    let (stale_watches, relists, after) = count();
     assert!(
-        stale_watches >= 3 && relists >= 3,
+        caught_up.is_ok(),
         "{stale_watches} stale Node watches (410) and {relists} Node lists since the restart: {after:?}"
     );
     assert!(node_lists(&lab.api) >= lists_before + 3);
